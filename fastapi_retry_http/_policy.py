@@ -1,0 +1,197 @@
+"""
+The retry policy and the pure rules built on it: which outcome may be retried, and how long
+to wait before the next attempt.
+
+Nothing here does I/O or keeps state, so every rule is tested with plain tables.
+"""
+
+from __future__ import annotations
+
+import math
+import ssl
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Final
+
+import httpx
+
+__all__ = ["RetryPolicy"]
+
+#: Methods that may be sent again after the server may have seen them (RFC 9110, 9.2.2).
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+
+#: Statuses retried by default: timeouts, throttling and gateway failures. 500 is opt-in
+#: because it usually means a bug that a second try will hit again.
+DEFAULT_STATUSES: Final = frozenset({408, 429, 502, 503, 504})
+
+#: Statuses on which a `Retry-After` header replaces the computed backoff.
+RETRY_AFTER_STATUSES: Final = frozenset({429, 503})
+
+#: A request carrying this header may be retried whatever its method: the server promises to
+#: apply it once. The header is sent unchanged on every attempt.
+IDEMPOTENCY_KEY: Final = "idempotency-key"
+
+
+#: httpcore and h11 say "the connection went away" with these messages (HTTP/1.1 and h2
+#: alike). Every other RemoteProtocolError is a server speaking garbage, which a second try
+#: will not fix.
+_DISCONNECT_MARKERS: Final = (
+    "server disconnected",
+    "peer closed connection",
+    "peer unexpectedly closed connection",
+    "connectionterminated",
+    "streamreset",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """
+    How a client retries: attempts, deadline, backoff, and which statuses and methods.
+
+    Frozen, so one policy is safely shared by every request of a client; derive a variant
+    with `dataclasses.replace(policy, attempts=5)`. Pydantic validates it as a field type,
+    so the same class configures clients from settings.
+
+    Attributes:
+        attempts: Total tries, the first one included. `1` disables retries.
+        deadline: Seconds across all attempts and waits; `None` means unbounded. An attempt
+            still in flight when it passes is cancelled and raises
+            [`DeadlineExceeded`][fastapi_retry_http.exceptions.DeadlineExceeded]; a wait that
+            would end past it is not started.
+        wait_initial: Backoff before the first retry, in seconds.
+        wait_max: Cap on any one backoff, in seconds.
+        wait_exp_base: Growth factor of the backoff per retry.
+        jitter: Full jitter: each backoff is drawn uniformly from zero to its computed value,
+            so many clients retrying together spread out instead of arriving in waves.
+        statuses: Response statuses that are retried (for methods that may be resent).
+        methods: Methods retried even after the request was sent, beyond the idempotent
+            ones, for example `{"POST"}` when the server deduplicates.
+        retry_after_max: The longest `Retry-After` honoured, in seconds. A longer one ends the
+            retries at once and the response is returned.
+    """
+
+    attempts: int = 3
+    deadline: float | None = 30.0
+    wait_initial: float = 0.1
+    wait_max: float = 10.0
+    wait_exp_base: float = 2.0
+    jitter: bool = True
+    statuses: frozenset[int] = DEFAULT_STATUSES
+    methods: frozenset[str] = frozenset()
+    retry_after_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        # Accept any iterable (lists from JSON or env) but keep frozensets, and compare
+        # methods in upper case as httpx sends them.
+        object.__setattr__(self, "statuses", frozenset(self.statuses))
+        object.__setattr__(self, "methods", frozenset(m.upper() for m in self.methods))
+        problem = self._problem()
+        if problem is not None:
+            raise ValueError(f"RetryPolicy.{problem}")
+
+    def _problem(self) -> str | None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
+            return "attempts must be an integer of at least 1"
+        if self.deadline is not None and not (self.deadline > 0 and math.isfinite(self.deadline)):
+            return "deadline must be a positive number of seconds, or None"
+        for field in ("wait_initial", "wait_max", "retry_after_max"):
+            value = getattr(self, field)
+            if not (value >= 0 and math.isfinite(value)):
+                return f"{field} must be a finite number of seconds, zero or more"
+        if not (self.wait_exp_base >= 1 and math.isfinite(self.wait_exp_base)):
+            return "wait_exp_base must be a finite number of at least 1"
+        if any(not isinstance(s, int) or not 100 <= s <= 599 for s in self.statuses):
+            return "statuses must be HTTP status codes (100-599)"
+        if any(not m.isalpha() for m in self.methods):
+            return "methods must be HTTP method names"
+        return None
+
+    def may_resend(self, request: httpx.Request) -> bool:
+        """Whether `request` may be sent again after the server may have seen it."""
+        method = request.method
+        return method in IDEMPOTENT_METHODS or method in self.methods or IDEMPOTENCY_KEY in request.headers
+
+    def retries_status(self, request: httpx.Request, status: int) -> bool:
+        """Whether a response with `status` to `request` is retried."""
+        return status in self.statuses and self.may_resend(request)
+
+    def retries_error(self, request: httpx.Request, error: BaseException) -> bool:
+        """
+        Whether the attempt that raised `error` is retried.
+
+        Classified by phase: a failure to connect means nothing was sent, so every method is
+        retried; a failure after sending is retried only when the request may be resent.
+        """
+        phase = error_phase(error)
+        return phase == "connect" or (phase == "sent" and self.may_resend(request))
+
+    def backoff(self, retry_number: int, random: float) -> float:
+        """
+        The wait before retry number `retry_number` (1 for the first retry).
+
+        `random` is a draw from [0, 1), used only with jitter.
+        """
+        # Capping the exponent keeps a long run of retries from overflowing a float.
+        exponent = min(retry_number - 1, 64)
+        ceiling = min(self.wait_max, self.wait_initial * self.wait_exp_base**exponent)
+        return ceiling * random if self.jitter else ceiling
+
+
+def error_phase(error: BaseException) -> str:
+    """
+    Where an attempt failed: `"connect"`, `"sent"` or `"never"` (not retried at all).
+
+    - `"connect"`: the request never left (connection refused, connect timeout).
+    - `"sent"`: the server may have seen it (read/write failures and timeouts, a connection
+      closed before or while the response arrived, a truncated body).
+    - `"never"`: retrying cannot help or would hide a problem: `PoolTimeout` (local
+      back-pressure), TLS failures, a server that does not speak HTTP, local errors,
+      cancellation, and anything that is not an httpx transport error.
+    """
+    if isinstance(error, httpx.ConnectTimeout):
+        return "connect"
+    if isinstance(error, httpx.ConnectError):
+        return "never" if _caused_by_tls(error) else "connect"
+    if isinstance(error, httpx.ReadTimeout | httpx.WriteTimeout | httpx.ReadError | httpx.WriteError):
+        return "sent"
+    if isinstance(error, httpx.RemoteProtocolError):
+        message = str(error).lower()
+        return "sent" if any(marker in message for marker in _DISCONNECT_MARKERS) else "never"
+    return "never"
+
+
+def _caused_by_tls(error: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError | ssl.CertificateError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def parse_retry_after(value: str, now: datetime | None = None) -> float | None:
+    """
+    Seconds to wait from a `Retry-After` header value, or `None` when it cannot be used.
+
+    Accepts delta-seconds (digits only) and an HTTP-date; a date in the past means zero.
+    Negative, fractional, signed or otherwise malformed values are ignored (`None`), and the
+    caller falls back to its backoff.
+    """
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        # Very long digit strings are valid but absurd; a float keeps them comparable
+        # with the cap without an OverflowError.
+        return float(value) if len(value) < 300 else math.inf
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:
+        # RFC 9110 dates are in GMT; email.utils drops the zone for "-0000".
+        when = when.replace(tzinfo=UTC)
+    now = now or datetime.now(UTC)
+    return max(0.0, (when - now).total_seconds())

@@ -1,0 +1,94 @@
+"""
+The errors fastapi-retry-http raises itself.
+
+Transport failures are never wrapped: when retries are spent, the caller gets the original
+`httpx` exception (or the last response), exactly as plain httpx would raise or return it.
+The library's own errors each subclass the closest built-in, so existing `except` clauses
+keep working:
+
+```
+Exception
+├── LookupError
+│   └── UnknownClientError        a client name that is not configured
+├── ValueError
+│   ├── ConfigurationError        bad client configuration, naming the client and field
+│   └── UnsafePathError           a path that would leave the client's base URL
+├── RuntimeError
+│   ├── ClientClosedError         a request on a closed client
+│   └── LifespanNotRunError       a client asked for while no lifespan ran
+└── httpx.TransportError
+    ├── DeadlineExceeded          (httpx.TimeoutException) the policy's overall deadline passed
+    └── ResponseTooLargeError     the response body is over max_response_bytes
+```
+"""
+
+from __future__ import annotations
+
+import httpx
+
+__all__ = [
+    "ClientClosedError",
+    "ConfigurationError",
+    "DeadlineExceeded",
+    "LifespanNotRunError",
+    "ResponseTooLargeError",
+    "UnknownClientError",
+    "UnsafePathError",
+]
+
+
+class UnknownClientError(LookupError):
+    """
+    A client name that the registry does not hold.
+
+    The message lists the configured names, so a typo is easy to spot.
+    """
+
+
+class ConfigurationError(ValueError):
+    """
+    A client's configuration is invalid.
+
+    The message names the client and the field, never the value (values may be secrets).
+    """
+
+
+class UnsafePathError(ValueError):
+    """
+    A request path that would leave the client's base URL.
+
+    Raised before any I/O for absolute URLs, `//host` paths, backslashes, control characters
+    and `..` segments that climb out of the base path.
+    """
+
+
+class ClientClosedError(RuntimeError):
+    """A request was made on a client that has been closed."""
+
+
+class LifespanNotRunError(RuntimeError):
+    """
+    A client was asked for, but the app's clients lifespan has not run.
+
+    Usually a `TestClient` used without `with`, or an ASGI transport without a lifespan
+    manager.
+    """
+
+
+class DeadlineExceeded(httpx.TimeoutException):
+    """
+    The retry policy's overall deadline passed while an attempt was in flight.
+
+    It is an `httpx.TimeoutException`, so code that already handles httpx timeouts handles
+    it too. httpx's own timeouts are per operation: a server that drips one byte a second
+    never trips them, this does.
+    """
+
+
+class ResponseTooLargeError(httpx.TransportError):
+    """
+    The response body is larger than the client's `max_response_bytes`.
+
+    The limit is checked on decoded bytes while reading, so a compressed body cannot expand
+    past it in memory.
+    """
