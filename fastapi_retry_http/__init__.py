@@ -1,0 +1,29 @@
+"""
+Named, retrying async HTTP clients for FastAPI services.
+
+Everything public is importable from here; `exceptions` and `testing` are public modules.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version as _version
+
+from . import exceptions, testing
+from ._client import Client
+from ._policy import RetryPolicy
+from ._transport import RetryTransport
+
+__all__ = [
+    "Client",
+    "RetryPolicy",
+    "RetryTransport",
+    "__version__",
+    "exceptions",
+    "testing",
+]
+
+__version__ = _version("fastapi-retry-http")
+
+for _name in ("Client", "RetryPolicy", "RetryTransport"):
+    # Show the public path in reprs, tracebacks and the docs, not the private module.
+    globals()[_name].__module__ = __name__

@@ -1,0 +1,378 @@
+"""`Client`: a named httpx client whose every request goes through `RetryTransport`."""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+from httpx._client import USE_CLIENT_DEFAULT, UseClientDefault
+from httpx._types import QueryParamTypes, RequestContent, RequestData, RequestFiles, TimeoutTypes
+
+from ._policy import RetryPolicy
+from ._transport import POLICY_EXTENSION, READ_BODY_EXTENSION, RetryTransport
+from ._transports import default_transport
+from ._urls import check_path
+from .exceptions import ClientClosedError
+
+__all__ = ["Client"]
+
+logger = logging.getLogger("fastapi_retry_http")
+
+EventHooks = Mapping[str, list[Callable[..., Any]]]
+
+
+class Client:
+    """
+    An async HTTP client for one upstream, retrying every request by its `RetryPolicy`.
+
+    Build it once (the lifespan does that for configured clients), share it, close it on
+    shutdown. Paths are relative to `base_url`; a path that would leave it is refused with
+    [`UnsafePathError`][fastapi_retry_http.exceptions.UnsafePathError] before any I/O.
+
+    ```python
+    async with Client("https://billing.internal/api/", name="billing") as billing:
+        response = await billing.get("invoices/42")
+    ```
+
+    Args:
+        base_url: Every path is resolved against it.
+        name: Written in retry log records and errors; defaults to the base URL's host.
+        headers: Sent with every request (credentials belong here, never in a path).
+        timeout: Per-attempt timeout: seconds for every phase, or an `httpx.Timeout`.
+        limits: Connection pool limits (`httpx.Limits`).
+        retry: The retry policy; `RetryPolicy()` if omitted.
+        transport: The inner transport that retries wrap; httpx's own if omitted. Pass an
+            `httpx.MockTransport` in tests: retries stay in play.
+        follow_redirects: Follow redirects (off by default).
+        event_hooks: As in httpx: `{"request": [...], "response": [...]}`, called once per
+            request, not per attempt.
+        verify: Verify TLS certificates: `True`, `False`, a CA bundle path, or an
+            `ssl.SSLContext`.
+        http2: Allow HTTP/2 (needs the `h2` package).
+        proxy: A proxy URL for every request.
+        max_response_bytes: Refuse bodies larger than this many decoded bytes.
+        allow_absolute_urls: Accept absolute URLs in place of paths.
+    """
+
+    def __init__(
+        self,
+        base_url: str | httpx.URL = "",
+        *,
+        name: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | httpx.Timeout = 10.0,
+        limits: httpx.Limits | None = None,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        follow_redirects: bool = False,
+        event_hooks: EventHooks | None = None,
+        verify: bool | str | ssl.SSLContext = True,
+        http2: bool = False,
+        proxy: str | httpx.URL | None = None,
+        max_response_bytes: int | None = None,
+        allow_absolute_urls: bool = False,
+    ) -> None:
+        self.retry = retry if retry is not None else RetryPolicy()
+        base = httpx.URL(base_url)
+        self.name = name if name is not None else (base.host or "client")
+        if transport is None:
+            transport = default_transport(verify=verify, http2=http2, limits=limits, proxy=proxy)
+        if verify is False:
+            logger.warning("%s: TLS certificate verification is off (verify=False).", self.name)
+        self._transport = RetryTransport(transport, self.retry, name=self.name, max_response_bytes=max_response_bytes)
+        if max_response_bytes is not None:
+            # Only encodings the size cap can decode incrementally (see _body.py).
+            headers = {"Accept-Encoding": "gzip, deflate", **(headers or {})}
+        self.httpx = httpx.AsyncClient(
+            base_url=base,
+            headers=headers,
+            timeout=timeout,
+            transport=self._transport,
+            follow_redirects=follow_redirects,
+            event_hooks=event_hooks,
+            # Environment proxies would mount transports of their own and bypass the retries;
+            # a proxy is configured explicitly with `proxy=`.
+            trust_env=False,
+        )
+        self._allow_absolute_urls = allow_absolute_urls or not str(base)
+        self._closed = False
+
+    @property
+    def base_url(self) -> httpx.URL:
+        """The URL every path is resolved against."""
+        return self.httpx.base_url
+
+    @property
+    def headers(self) -> httpx.Headers:
+        """Headers sent with every request; changes apply to later requests."""
+        return self.httpx.headers
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether `aclose()` has been called."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        # Never the headers (credentials), nor userinfo or query of the base URL.
+        url = self.base_url.copy_with(userinfo=b"", query=None) if str(self.base_url) else ""
+        return f"<Client {self.name!r} base_url={str(url)!r}{' closed' if self._closed else ''}>"
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: QueryParamTypes | None = None,
+        content: RequestContent | None = None,
+        json: Any = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        """
+        Send a request and return its response, body read, after any retries.
+
+        Args:
+            method: The HTTP method.
+            path: Relative to `base_url`.
+            params: Query parameters.
+            content: A raw body (`bytes`, `str`, or an async iterator, which is never retried).
+            json: A body to send as JSON.
+            data: A form body.
+            files: Multipart files.
+            headers: Headers for this request only, merged over the client's.
+            timeout: Per-attempt timeout for this request.
+            retry: A policy for this request only.
+
+        Returns:
+            The final response: the first that is not retried, or the last one when retries
+            are spent. Statuses are not raised; call `raise_for_status()` if you want that.
+
+        Raises:
+            httpx.HTTPError: The original httpx error when the last attempt failed.
+            UnsafePathError: `path` would leave `base_url`.
+            ClientClosedError: The client was closed.
+        """
+        request = self._build(method, path, params, content, json, data, files, headers, timeout, retry, True)
+        return await self.httpx.send(request)
+
+    @asynccontextmanager
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: QueryParamTypes | None = None,
+        content: RequestContent | None = None,
+        json: Any = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | None = None,
+    ) -> AsyncIterator[httpx.Response]:
+        """
+        Send a request and yield the response before its body is read.
+
+        Retried until the response headers arrive; once the body is being read, a failure is
+        raised to the caller (the bytes already handed out cannot be taken back).
+
+        ```python
+        async with client.stream("GET", "exports/1") as response:
+            async for chunk in response.aiter_bytes():
+                ...
+        ```
+        """
+        request = self._build(method, path, params, content, json, data, files, headers, timeout, retry, False)
+        response = await self.httpx.send(request, stream=True)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def get(
+        self,
+        path: str,
+        *,
+        params: QueryParamTypes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        """Send a `GET`; see [`request`][fastapi_retry_http.Client.request]."""
+        return await self.request("GET", path, params=params, headers=headers, timeout=timeout, retry=retry)
+
+    async def head(
+        self,
+        path: str,
+        *,
+        params: QueryParamTypes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        """Send a `HEAD`; see [`request`][fastapi_retry_http.Client.request]."""
+        return await self.request("HEAD", path, params=params, headers=headers, timeout=timeout, retry=retry)
+
+    async def options(
+        self,
+        path: str,
+        *,
+        params: QueryParamTypes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        """Send an `OPTIONS`; see [`request`][fastapi_retry_http.Client.request]."""
+        return await self.request("OPTIONS", path, params=params, headers=headers, timeout=timeout, retry=retry)
+
+    async def delete(
+        self,
+        path: str,
+        *,
+        params: QueryParamTypes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        """Send a `DELETE`; see [`request`][fastapi_retry_http.Client.request]."""
+        return await self.request("DELETE", path, params=params, headers=headers, timeout=timeout, retry=retry)
+
+    async def post(
+        self,
+        path: str,
+        *,
+        content: RequestContent | None = None,
+        json: Any = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        params: QueryParamTypes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        """
+        Send a `POST`; see [`request`][fastapi_retry_http.Client.request].
+
+        Not retried once sent, unless it carries an `Idempotency-Key` header or the policy
+        lists `POST` in `methods`; a connection that was never made is always retried.
+        """
+        return await self.request(
+            "POST",
+            path,
+            content=content,
+            json=json,
+            data=data,
+            files=files,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            retry=retry,
+        )
+
+    async def put(
+        self,
+        path: str,
+        *,
+        content: RequestContent | None = None,
+        json: Any = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        params: QueryParamTypes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        """Send a `PUT`; see [`request`][fastapi_retry_http.Client.request]."""
+        return await self.request(
+            "PUT",
+            path,
+            content=content,
+            json=json,
+            data=data,
+            files=files,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            retry=retry,
+        )
+
+    async def patch(
+        self,
+        path: str,
+        *,
+        content: RequestContent | None = None,
+        json: Any = None,
+        data: RequestData | None = None,
+        files: RequestFiles | None = None,
+        params: QueryParamTypes | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        retry: RetryPolicy | None = None,
+    ) -> httpx.Response:
+        """Send a `PATCH`; retried once sent only like `post`."""
+        return await self.request(
+            "PATCH",
+            path,
+            content=content,
+            json=json,
+            data=data,
+            files=files,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            retry=retry,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool. Idempotent; later requests raise `ClientClosedError`."""
+        self._closed = True
+        await self.httpx.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def _build(
+        self,
+        method: str,
+        path: str,
+        params: QueryParamTypes | None,
+        content: RequestContent | None,
+        json: Any,
+        data: RequestData | None,
+        files: RequestFiles | None,
+        headers: Mapping[str, str] | None,
+        timeout: TimeoutTypes | UseClientDefault,
+        retry: RetryPolicy | None,
+        read_body: bool,
+    ) -> httpx.Request:
+        if self._closed:
+            raise ClientClosedError(f"Client {self.name!r} is closed; it cannot send requests any more.")
+        check_path(path, allow_absolute_urls=self._allow_absolute_urls)
+        extensions: dict[str, Any] = {READ_BODY_EXTENSION: read_body}
+        if retry is not None:
+            extensions[POLICY_EXTENSION] = retry
+        return self.httpx.build_request(
+            method,
+            path,
+            params=params,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            headers=headers,
+            timeout=timeout,
+            extensions=extensions,
+        )

@@ -1,0 +1,259 @@
+"""
+`RetryTransport`: the one attempt loop every request of every client goes through.
+
+The first attempt runs inline. Building a tenacity `AsyncRetrying` costs 65-100 us per call
+even when nothing is retried, so tenacity only takes over once the first attempt failed in a
+retryable way: it is then fed that first outcome (no second request is sent for it) and
+drives the waits, the stop rules and the later attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+import httpx
+from httpx._multipart import MultipartStream  # replayable: it re-reads its files each time
+from tenacity import AsyncRetrying as _AsyncRetrying
+from tenacity import RetryCallState as _RetryCallState
+
+from . import _testing_state
+from ._body import LimitedStream, read_body
+from ._policy import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
+from .exceptions import DeadlineExceeded, ResponseTooLargeError
+
+__all__ = ["RetryTransport"]
+
+logger: Final = logging.getLogger("fastapi_retry_http")
+
+#: `request.extensions` key for a per-request `RetryPolicy`.
+POLICY_EXTENSION: Final = "fastapi_retry_http.retry"
+#: `request.extensions` key: read the whole body inside the attempt, so that a failure while
+#: reading it (reset, truncation, timeout) is retried like any other. `Client` sets it for every
+#: request that is not streamed; without it the transport returns at the response headers.
+READ_BODY_EXTENSION: Final = "fastapi_retry_http.read_body"
+
+#: How much of a discarded streamed response is read so its connection can be reused; a larger
+#: body is cut off by closing the connection instead.
+DRAIN_LIMIT: Final = 64 * 1024
+
+SleepFn = Callable[[float], Awaitable[None]]
+
+
+class RetryTransport(httpx.AsyncBaseTransport):
+    """
+    An httpx transport that retries the requests of the transport it wraps.
+
+    Use it directly to give any `httpx.AsyncClient` the library's retry rules:
+
+    ```python
+    client = httpx.AsyncClient(transport=RetryTransport(httpx.AsyncHTTPTransport(), RetryPolicy()))
+    ```
+
+    A request may carry its own policy in `request.extensions["fastapi_retry_http.retry"]`.
+
+    Args:
+        inner: The transport that sends each attempt; `httpx.AsyncHTTPTransport()` if omitted.
+        policy: How to retry; `RetryPolicy()` if omitted.
+        name: The client name written in retry log records.
+        max_response_bytes: Refuse bodies larger than this (decoded), read inside the attempt.
+        sleep: Awaited for each backoff wait (default `asyncio.sleep`); tests pass a recorder.
+        clock: Monotonic seconds, used for the deadline (default `time.monotonic`, plus the
+            waits skipped in no-sleep mode).
+        random: Draws in [0, 1) for the jitter (default `random.random`).
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport | None = None,
+        policy: RetryPolicy | None = None,
+        *,
+        name: str = "",
+        max_response_bytes: int | None = None,
+        sleep: SleepFn | None = None,
+        clock: Callable[[], float] = _testing_state.monotonic,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        self.inner = inner if inner is not None else httpx.AsyncHTTPTransport()
+        self.policy = policy if policy is not None else RetryPolicy()
+        self.name = name
+        self.max_response_bytes = max_response_bytes
+        self._sleep = sleep
+        self._clock = clock
+        self._random = random
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        policy: RetryPolicy = request.extensions.get(POLICY_EXTENSION, self.policy)
+        deadline_at = None if policy.deadline is None else self._clock() + policy.deadline
+        retryable = policy.attempts > 1 and isinstance(request.stream, httpx.ByteStream | MultipartStream)
+        try:
+            response = await self._attempt(request, deadline_at)
+        except Exception as error:
+            # CancelledError is a BaseException: it is never caught here, never retried.
+            if not (retryable and policy.retries_error(request, error)):
+                raise
+            first: _Outcome = _Outcome(error=error)
+        else:
+            if not (retryable and policy.retries_status(request, response.status_code)):
+                return response
+            first = _Outcome(response=response)
+        return await self._retry(request, policy, deadline_at, first)
+
+    async def _attempt(self, request: httpx.Request, deadline_at: float | None) -> httpx.Response:
+        if deadline_at is None:
+            return await self._send(request)
+        remaining = deadline_at - self._clock()
+        if remaining <= 0:
+            raise DeadlineExceeded("The retry deadline passed before the attempt started.", request=request)
+        timeout = asyncio.timeout(remaining)
+        try:
+            async with timeout:
+                return await self._send(request)
+        except TimeoutError:
+            if timeout.expired():
+                # A slow drip never trips httpx's per-read timeout; the deadline bounds the call.
+                raise DeadlineExceeded("The retry deadline passed during the attempt.", request=request) from None
+            raise
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if request.extensions.get(READ_BODY_EXTENSION):
+            response.stream = httpx.ByteStream(await read_body(response, request, self.max_response_bytes))
+        elif self.max_response_bytes is not None:
+            try:
+                response.stream = LimitedStream(response, request, self.max_response_bytes)
+            except ResponseTooLargeError:
+                await response.aclose()  # refused on its Content-Length, before reading
+                raise
+        return response
+
+    async def _retry(
+        self, request: httpx.Request, policy: RetryPolicy, deadline_at: float | None, first: _Outcome
+    ) -> httpx.Response:
+        pending = [first]
+
+        async def attempt() -> httpx.Response:
+            if pending:
+                return pending.pop().unwrap()
+            return await self._attempt(request, deadline_at)
+
+        def should_retry(state: _RetryCallState) -> bool:
+            outcome = state.outcome
+            assert outcome is not None
+            if outcome.failed:
+                return policy.retries_error(request, outcome.exception())  # type: ignore[arg-type]
+            return policy.retries_status(request, outcome.result().status_code)
+
+        def wait(state: _RetryCallState) -> float:
+            outcome = state.outcome
+            assert outcome is not None
+            if not outcome.failed:
+                delay = _retry_after(outcome.result())
+                if delay is not None:
+                    # Beyond the cap the server asks for more patience than we have: stop.
+                    return delay if delay <= policy.retry_after_max else math.inf
+            return policy.backoff(state.attempt_number, self._random())
+
+        def stop(state: _RetryCallState) -> bool:
+            if state.attempt_number >= policy.attempts or not math.isfinite(state.upcoming_sleep):
+                return True
+            # A wait that ends past the deadline would only delay the same answer.
+            return deadline_at is not None and self._clock() + state.upcoming_sleep >= deadline_at
+
+        async def before_sleep(state: _RetryCallState) -> None:
+            outcome = state.outcome
+            assert outcome is not None
+            if outcome.failed:
+                reason = type(outcome.exception()).__name__
+            else:
+                response = outcome.result()
+                reason = str(response.status_code)
+                await _discard(response)
+            _log_retry(self.name, request, state.attempt_number, policy.attempts, reason, state.upcoming_sleep)
+
+        retrying = _AsyncRetrying(
+            sleep=self._sleep or _testing_state.sleep or asyncio.sleep,
+            retry=should_retry,
+            wait=wait,
+            stop=stop,
+            before_sleep=before_sleep,
+            # Retries spent: the last response, or the original httpx error, never a RetryError.
+            retry_error_callback=_last_outcome,
+        )
+        response: httpx.Response = await retrying(attempt)
+        return response
+
+
+class _Outcome:
+    """The first attempt's result, handed to tenacity as if it had run it."""
+
+    __slots__ = ("error", "response")
+
+    def __init__(self, *, response: httpx.Response | None = None, error: Exception | None = None) -> None:
+        self.response = response
+        self.error = error
+
+    def unwrap(self) -> httpx.Response:
+        if self.error is not None:
+            raise self.error
+        assert self.response is not None
+        return self.response
+
+
+def _last_outcome(state: _RetryCallState) -> Any:
+    assert state.outcome is not None
+    return state.outcome.result()
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    if response.status_code not in RETRY_AFTER_STATUSES:
+        return None
+    header = response.headers.get("retry-after")
+    return None if header is None else parse_retry_after(header)
+
+
+async def _discard(response: httpx.Response) -> None:
+    """Release a response that will not be returned, so its connection goes back to the pool."""
+    try:
+        if not response.is_stream_consumed:
+            drained = 0
+            async for chunk in response.aiter_raw():
+                drained += len(chunk)
+                if drained > DRAIN_LIMIT:
+                    break
+    except httpx.HTTPError:
+        pass  # The connection is broken; closing it below is all that is left to do.
+    finally:
+        await response.aclose()
+
+
+def _log_retry(name: str, request: httpx.Request, attempt: int, attempts: int, reason: str, wait: float) -> None:
+    url = request.url
+    # Scheme, host, port and path only: query values and userinfo may carry secrets.
+    where = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
+    logger.info(
+        "%s: %s %s failed (%s) on attempt %d/%d; retrying in %.3fs",
+        name,
+        request.method,
+        where,
+        reason,
+        attempt,
+        attempts,
+        wait,
+        extra={
+            "client": name,
+            "method": request.method,
+            "url": where,
+            "attempt": attempt,
+            "attempts": attempts,
+            "reason": reason,
+            "wait": wait,
+        },
+    )

@@ -1,0 +1,45 @@
+"""The inner transports that `RetryTransport` wraps, and the TLS contexts they share."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from functools import lru_cache
+
+import httpx
+
+#: httpx's own pool defaults, spelled out so that they are documented here.
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+
+
+def default_transport(
+    *,
+    verify: bool | str | ssl.SSLContext = True,
+    http2: bool = False,
+    limits: httpx.Limits | None = None,
+    proxy: str | httpx.URL | None = None,
+) -> httpx.AsyncBaseTransport:
+    """httpx's own transport, built with a shared TLS context."""
+    return httpx.AsyncHTTPTransport(
+        verify=tls_context(verify, http2),
+        http2=http2,
+        limits=limits if limits is not None else DEFAULT_LIMITS,
+        proxy=proxy,
+    )
+
+
+def tls_context(verify: bool | str | ssl.SSLContext, http2: bool) -> ssl.SSLContext:
+    """The TLS context for `verify`: a caller's own context as is, otherwise a shared one."""
+    return verify if isinstance(verify, ssl.SSLContext) else _shared_context(verify, http2)
+
+
+@lru_cache(maxsize=32)
+def _shared_context(verify: bool | str, http2: bool) -> ssl.SSLContext:
+    # httpx builds a new SSLContext per client (about 48 ms, mostly loading the CA store).
+    # Clients with the same TLS settings share one; http2 is part of the key because httpcore
+    # sets the ALPN protocols on the context it is given.
+    if isinstance(verify, bool):
+        return httpx.create_ssl_context(verify=verify)
+    if os.path.isdir(verify):
+        return ssl.create_default_context(capath=verify)
+    return ssl.create_default_context(cafile=verify)

@@ -1,0 +1,66 @@
+"""
+Helpers for testing code that uses fastapi-retry-http.
+
+Retries stay in play in tests (that is what you want to test), but nobody should wait for
+real backoff. [`no_sleep`][fastapi_retry_http.testing.no_sleep] turns every backoff wait into
+a recorded no-op:
+
+```python
+from fastapi_retry_http.testing import no_sleep
+
+async def test_retries_then_succeeds():
+    with no_sleep() as waits:
+        response = await client.get("/flaky")
+    assert response.status_code == 200
+    assert len(waits) == 2
+```
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from . import _testing_state
+
+__all__ = ["no_sleep", "set_no_sleep"]
+
+
+@contextmanager
+def no_sleep() -> Iterator[list[float]]:
+    """
+    Skip every backoff wait inside the block, and record how long each would have been.
+
+    Time moves on virtually: a skipped wait still counts against the retry policy's
+    `deadline`, so deadline rules behave as they would for real. The previous mode is
+    restored on exit, so blocks nest.
+
+    Yields:
+        The list the skipped waits are appended to, in seconds, in order.
+    """
+    waits: list[float] = []
+
+    async def record(seconds: float) -> None:
+        waits.append(seconds)
+        _testing_state.skipped += seconds
+
+    previous = _testing_state.sleep
+    _testing_state.sleep = record
+    try:
+        yield waits
+    finally:
+        _testing_state.sleep = previous
+
+
+def set_no_sleep(enabled: bool) -> None:
+    """
+    Turn the no-sleep mode on or off for the whole process, for example in a `conftest.py`.
+
+    Prefer [`no_sleep`][fastapi_retry_http.testing.no_sleep] where a block will do: it also
+    records the waits and restores the previous mode.
+    """
+
+    async def skip(seconds: float) -> None:
+        _testing_state.skipped += seconds
+
+    _testing_state.sleep = skip if enabled else None

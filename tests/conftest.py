@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from fastapi_retry_http.testing import no_sleep
+from tests.servers import Upstream
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def waits() -> Iterator[list[float]]:
+    """No test waits for real backoff: every wait is skipped and recorded here."""
+    with no_sleep() as recorded:
+        yield recorded
+
+
+@pytest.fixture(scope="session")
+def _upstream_server() -> Iterator[Upstream]:
+    server = Upstream()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def upstream(_upstream_server: Upstream) -> Upstream:
+    """The loopback HTTP upstream, with its scripts and counters reset."""
+    _upstream_server.reset()
+    return _upstream_server
