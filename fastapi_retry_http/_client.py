@@ -14,6 +14,7 @@ from httpx._client import USE_CLIENT_DEFAULT, UseClientDefault
 from httpx._types import QueryParamTypes, RequestContent, RequestData, RequestFiles, TimeoutTypes
 
 from ._policy import RetryPolicy
+from ._redact import install_httpx_log_redactor
 from ._transport import POLICY_EXTENSION, READ_BODY_EXTENSION, RetryTransport
 from ._transports import default_transport
 from ._urls import check_path
@@ -84,6 +85,7 @@ class Client:
             transport = default_transport(verify=verify, http2=http2, limits=limits, proxy=proxy)
         if verify is False:
             logger.warning("%s: TLS certificate verification is off (verify=False).", self.name)
+        install_httpx_log_redactor()
         self._transport = RetryTransport(transport, self.retry, name=self.name, max_response_bytes=max_response_bytes)
         if max_response_bytes is not None:
             # Only encodings the size cap can decode incrementally (see _body.py).

@@ -154,6 +154,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
         def wait(state: _RetryCallState) -> float:
             outcome = state.outcome
             assert outcome is not None
+            if state.attempt_number >= policy.attempts:
+                return 0.0  # tenacity asks for the wait before it asks stop(); none follows.
             if not outcome.failed:
                 delay = _retry_after(outcome.result())
                 if delay is not None:

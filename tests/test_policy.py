@@ -23,7 +23,7 @@ def request(method: str = "GET", headers: dict[str, str] | None = None) -> httpx
 class TestPolicyFields:
     def test_defaults_are_the_documented_ones(self) -> None:
         policy = RetryPolicy()
-        assert (3, 30.0, 0.1, 10.0, 2.0, True, 60.0) == (
+        assert (
             policy.attempts,
             policy.deadline,
             policy.wait_initial,
@@ -31,7 +31,7 @@ class TestPolicyFields:
             policy.wait_exp_base,
             policy.jitter,
             policy.retry_after_max,
-        )
+        ) == (3, 30.0, 0.1, 10.0, 2.0, True, 60.0)
         assert frozenset({408, 429, 502, 503, 504}) == policy.statuses
         assert frozenset() == policy.methods
 
@@ -40,7 +40,7 @@ class TestPolicyFields:
         with pytest.raises(dataclasses.FrozenInstanceError):
             policy.attempts = 5  # type: ignore[misc]
         assert not hasattr(policy, "__dict__")
-        assert 5 == dataclasses.replace(policy, attempts=5).attempts
+        assert dataclasses.replace(policy, attempts=5).attempts == 5
 
     def test_iterables_become_frozensets_and_methods_upper_case(self) -> None:
         policy = RetryPolicy(statuses=[500, 503], methods=["post"])  # type: ignore[arg-type]
@@ -101,7 +101,7 @@ class TestClassification:
         try:
             raise error from ssl.SSLCertVerificationError("self-signed")
         except httpx.ConnectError as raised:
-            assert "never" == error_phase(raised)
+            assert error_phase(raised) == "never"
 
     @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"])
     def test_idempotent_methods_may_be_resent(self, method: str) -> None:
@@ -145,15 +145,15 @@ class TestClassification:
 class TestBackoff:
     def test_exponential_without_jitter_capped(self) -> None:
         policy = RetryPolicy(jitter=False, wait_initial=0.5, wait_max=3.0)
-        assert [0.5, 1.0, 2.0, 3.0, 3.0] == [policy.backoff(n, 0.99) for n in range(1, 6)]
+        assert [policy.backoff(n, 0.99) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
 
     def test_full_jitter_scales_the_ceiling(self) -> None:
         policy = RetryPolicy(wait_initial=1.0, wait_max=100.0)
-        assert 0.0 == policy.backoff(3, 0.0)
-        assert 2.0 == policy.backoff(3, 0.5)
+        assert policy.backoff(3, 0.0) == 0.0
+        assert policy.backoff(3, 0.5) == 2.0
 
     def test_huge_retry_numbers_do_not_overflow(self) -> None:
-        assert 10.0 == RetryPolicy(jitter=False).backoff(100_000, 0.5)
+        assert RetryPolicy(jitter=False).backoff(100_000, 0.5) == 10.0
 
 
 class TestRetryAfter:

@@ -1,0 +1,45 @@
+"""
+Keeping secrets out of logs: URLs are written without userinfo and query values.
+
+httpx logs every request at INFO as `HTTP Request: GET <full URL> ...`, query string and
+userinfo included, so an API key passed as a query parameter lands in the service's logs.
+`Client` installs `HttpxLogRedactor` on the `httpx` logger; it rewrites that one record.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Final
+
+import httpx
+
+__all__ = ["HttpxLogRedactor", "install_httpx_log_redactor", "loggable_url"]
+
+REDACTED: Final = "[redacted]"
+
+
+def loggable_url(url: httpx.URL) -> str:
+    """`url` without userinfo or fragment, query values replaced by a marker (keys stay: they help debugging)."""
+    netloc = url.netloc.decode("ascii")
+    query = "&".join(f"{key}={REDACTED}" for key in url.params)
+    return f"{url.scheme}://{netloc}{url.path}" + (f"?{query}" if query else "")
+
+
+class HttpxLogRedactor(logging.Filter):
+    """Rewrites httpx's `HTTP Request:` records so they carry a loggable URL."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) > 1 and isinstance(args[1], httpx.URL):
+            record.args = (args[0], loggable_url(args[1]), *args[2:])
+        return True
+
+
+_redactor: Final = HttpxLogRedactor()
+
+
+def install_httpx_log_redactor() -> None:
+    """Add the redactor to the `httpx` logger once (idempotent)."""
+    httpx_logger = logging.getLogger("httpx")
+    if _redactor not in httpx_logger.filters:
+        httpx_logger.addFilter(_redactor)
