@@ -98,7 +98,8 @@ class Upstream:
             time.sleep(0.01)
 
     def stop(self) -> None:
-        assert self._server is not None and self._thread is not None
+        assert self._server is not None
+        assert self._thread is not None
         self._server.should_exit = True
         self._thread.join(10)
 

@@ -98,10 +98,8 @@ class TestClassification:
 
     def test_tls_failure_is_never_retried_even_as_connect_error(self) -> None:
         error = httpx.ConnectError("certificate verify failed")
-        try:
-            raise error from ssl.SSLCertVerificationError("self-signed")
-        except httpx.ConnectError as raised:
-            assert error_phase(raised) == "never"
+        error.__cause__ = ssl.SSLCertVerificationError("self-signed")
+        assert error_phase(error) == "never"
 
     @pytest.mark.parametrize("method", ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"])
     def test_idempotent_methods_may_be_resent(self, method: str) -> None:
@@ -172,7 +170,7 @@ class TestRetryAfter:
     def test_usable_values(self, value: str, seconds: float) -> None:
         assert seconds == parse_retry_after(value, now=NOW)
 
-    @pytest.mark.parametrize("value", ["-1", "+1", "1.0", "1e3", "abc", "", "\xb2", "²", "Tue, 99 Foo 2026"])
+    @pytest.mark.parametrize("value", ["-1", "+1", "1.0", "1e3", "abc", "", "\xb2", "Tue, 99 Foo 2026"])
     def test_garbage_is_ignored(self, value: str) -> None:
         assert parse_retry_after(value, now=NOW) is None
 
@@ -182,4 +180,5 @@ class TestRetryAfter:
     def test_defaults_to_the_current_time(self) -> None:
         in_an_hour = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
         seconds = parse_retry_after(in_an_hour)
-        assert seconds is not None and 3500 < seconds <= 3600
+        assert seconds is not None
+        assert 3500 < seconds <= 3600
