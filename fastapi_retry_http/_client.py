@@ -18,7 +18,7 @@ from ._redact import install_httpx_log_redactor
 from ._transport import POLICY_EXTENSION, READ_BODY_EXTENSION, RetryTransport
 from ._transports import default_transport
 from ._urls import check_path
-from .exceptions import ClientClosedError
+from .exceptions import ClientClosedError, ConfigurationError
 
 __all__ = ["Client"]
 
@@ -81,6 +81,9 @@ class Client:
         self.retry = retry if retry is not None else RetryPolicy()
         base = httpx.URL(base_url)
         self.name = name if name is not None else (base.host or "client")
+        if base.query or base.fragment:
+            # httpx would append every path after the query string; the query may hold a key.
+            raise ConfigurationError(f"Client {self.name!r}: base_url must not carry a query or fragment.")
         if transport is None:
             transport = default_transport(verify=verify, http2=http2, limits=limits, proxy=proxy)
         if verify is False:
