@@ -92,10 +92,9 @@ class TestBrokenBodies:
         assert server.requests == 1
 
     async def test_a_streamed_body_failing_midway_is_raised_not_retried(self) -> None:
-        async with RawServer(self.truncate) as server, Client(server.url) as c:
-            async with c.stream("GET", "/x") as response:
-                with pytest.raises(httpx.RemoteProtocolError):
-                    await response.aread()
+        async with RawServer(self.truncate) as server, Client(server.url) as c, c.stream("GET", "/x") as response:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await response.aread()
         assert server.requests == 1
 
 
@@ -154,13 +153,18 @@ class TestSlowServers:
         assert server.requests == 1
 
     async def test_pool_timeout_is_not_retried(self, waits: list[float]) -> None:
+        held = asyncio.Event()
+
+        async def hold(reader: Reader, writer: Writer, n: int) -> None:
+            held.set()
+            await asyncio.sleep(3600)
+
         async with (
-            RawServer(self.hang) as server,
+            RawServer(hold) as server,
             Client(server.url, limits=httpx.Limits(max_connections=1), timeout=httpx.Timeout(60, pool=0.1)) as c,
         ):
             holder = asyncio.create_task(c.get("/held"))
-            while server.requests == 0:
-                await asyncio.sleep(0.005)
+            await held.wait()
             with pytest.raises(httpx.PoolTimeout):
                 await c.get("/x")
             holder.cancel()
