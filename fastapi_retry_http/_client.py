@@ -15,6 +15,7 @@ from httpx._types import QueryParamTypes, RequestContent, RequestData, RequestFi
 
 from ._policy import RetryPolicy
 from ._redact import install_httpx_log_redactor
+from ._settings import ClientSettings
 from ._transport import POLICY_EXTENSION, READ_BODY_EXTENSION, RetryTransport
 from ._transports import default_transport
 from ._urls import check_path
@@ -106,6 +107,16 @@ class Client:
         )
         self._allow_absolute_urls = allow_absolute_urls or not str(base)
         self._closed = False
+
+    @classmethod
+    def from_settings(cls, name: str, settings: ClientSettings, **overrides: Any) -> Self:
+        """
+        Build the client `name` from its [`ClientSettings`][fastapi_retry_http.ClientSettings].
+
+        `overrides` are `Client` keyword arguments that win over the settings, for example a
+        test `transport`.
+        """
+        return cls(name=name, **{**settings.client_kwargs(), **overrides})
 
     @property
     def base_url(self) -> httpx.URL:

@@ -9,7 +9,8 @@ keep working:
 ```
 Exception
 ├── LookupError
-│   └── UnknownClientError        a client name that is not configured
+│   └── KeyError
+│       └── UnknownClientError    a client name that is not configured
 ├── ValueError
 │   ├── ConfigurationError        bad client configuration, naming the client and field
 │   └── UnsafePathError           a path that would leave the client's base URL
@@ -37,12 +38,17 @@ __all__ = [
 ]
 
 
-class UnknownClientError(LookupError):
+class UnknownClientError(KeyError):
     """
     A client name that the registry does not hold.
 
-    The message lists the configured names, so a typo is easy to spot.
+    The message lists the configured names, so a typo is easy to spot. It is a `KeyError`,
+    so the registry behaves as a mapping (`registry.get(name)` returns `None`).
     """
+
+    def __str__(self) -> str:
+        # KeyError's own str() would wrap the message in quotes.
+        return str(self.args[0]) if self.args else ""
 
 
 class ConfigurationError(ValueError):

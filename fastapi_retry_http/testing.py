@@ -21,9 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import _testing_state
+import httpx
 
-__all__ = ["no_sleep", "set_no_sleep"]
+from . import _testing_state
+from ._registry import ClientRegistry, clients, normalise_name
+
+__all__ = ["no_sleep", "override_transport", "set_no_sleep"]
 
 
 @contextmanager
@@ -64,3 +67,39 @@ def set_no_sleep(enabled: bool) -> None:
         _testing_state.skipped += seconds
 
     _testing_state.sleep = skip if enabled else None
+
+
+@contextmanager
+def override_transport(
+    name: str, transport: httpx.AsyncBaseTransport, *, registry: ClientRegistry = clients
+) -> Iterator[None]:
+    """
+    Send the requests of client `name` to `transport` (an `httpx.MockTransport`, say).
+
+    Only the network is replaced: the client keeps its base URL, headers and retry policy, so
+    your test sees the retries your production code would make. It applies to the client
+    the lifespan builds inside the block, or to the one already running.
+
+    ```python
+    def test_invoice_retries(app):
+        upstream = httpx.MockTransport(lambda request: httpx.Response(200, json={"id": 1}))
+        with override_transport("billing", upstream), TestClient(app) as client:
+            assert client.get("/invoices/1").json() == {"id": 1}
+    ```
+    """
+    key = normalise_name(name)
+    previous = registry._transport_overrides.get(key)
+    registry._transport_overrides[key] = transport
+    running = registry.get(key)
+    original = running._transport.inner if running is not None else None
+    if running is not None:
+        running._transport.inner = transport
+    try:
+        yield
+    finally:
+        if previous is None:
+            del registry._transport_overrides[key]
+        else:
+            registry._transport_overrides[key] = previous
+        if running is not None and original is not None:
+            running._transport.inner = original

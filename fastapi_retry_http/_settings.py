@@ -1,0 +1,101 @@
+"""`ClientSettings`: one named client's configuration, validated by pydantic."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveFloat, PositiveInt
+
+from ._policy import RetryPolicy
+
+__all__ = ["ClientSettings", "PoolLimits"]
+
+_FORBID = ConfigDict(extra="forbid", hide_input_in_errors=True, frozen=True)
+
+
+class PoolLimits(BaseModel):
+    """
+    Connection pool limits of one client (httpx's `Limits`).
+
+    Attributes:
+        max_connections: Connections open at once, in use or idle.
+        max_keepalive_connections: Idle connections kept for reuse.
+        keepalive_expiry: Seconds an idle connection is kept.
+    """
+
+    model_config = _FORBID
+
+    max_connections: PositiveInt | None = 100
+    max_keepalive_connections: Annotated[int, Field(ge=0)] | None = 20
+    keepalive_expiry: Annotated[float, Field(ge=0)] | None = 5.0
+
+    def to_httpx(self) -> httpx.Limits:
+        """The equivalent `httpx.Limits`."""
+        return httpx.Limits(
+            max_connections=self.max_connections,
+            max_keepalive_connections=self.max_keepalive_connections,
+            keepalive_expiry=self.keepalive_expiry,
+        )
+
+
+class ClientSettings(BaseModel):
+    """
+    The configuration of one named client.
+
+    Use it as the value type of a mapping in your pydantic-settings model, and every client is
+    configurable from the environment:
+
+    ```python
+    class Settings(BaseSettings):
+        model_config = SettingsConfigDict(env_nested_delimiter="__")
+        http_clients: dict[str, ClientSettings] = {}
+
+    # HTTP_CLIENTS__BILLING__BASE_URL=https://billing.internal/api/
+    # HTTP_CLIENTS__BILLING__RETRY__ATTEMPTS=5
+    # HTTP_CLIENTS__BILLING__HEADERS='{"Authorization": "Bearer ..."}'
+    ```
+
+    Unknown fields are errors (a typo is not silently ignored), validation errors never echo
+    the input, and `headers` and `proxy` (which carry credentials) are left out of `repr`.
+
+    Attributes:
+        base_url: Every path is resolved against it (`http` or `https`, no query).
+        headers: Sent with every request.
+        timeout: Per-attempt timeout in seconds, for each of connect, read, write and pool.
+        limits: Connection pool limits.
+        http2: Allow HTTP/2 (needs the `h2` package).
+        verify: Verify TLS certificates: `true`, `false`, or the path of a CA bundle.
+        proxy: A proxy URL for every request.
+        follow_redirects: Follow redirects (off by default).
+        max_response_bytes: Refuse response bodies larger than this (decoded).
+        retry: The retry policy, [`RetryPolicy`][fastapi_retry_http.RetryPolicy] itself.
+    """
+
+    model_config = _FORBID
+
+    base_url: HttpUrl
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    timeout: PositiveFloat = 10.0
+    limits: PoolLimits = PoolLimits()
+    http2: bool = False
+    verify: bool | str = True
+    proxy: HttpUrl | None = Field(default=None, repr=False)
+    follow_redirects: bool = False
+    max_response_bytes: PositiveInt | None = None
+    retry: RetryPolicy = RetryPolicy()
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `Client` these settings stand for."""
+        return {
+            "base_url": str(self.base_url),
+            "headers": self.headers,
+            "timeout": self.timeout,
+            "limits": self.limits.to_httpx(),
+            "http2": self.http2,
+            "verify": self.verify,
+            "proxy": None if self.proxy is None else str(self.proxy),
+            "follow_redirects": self.follow_redirects,
+            "max_response_bytes": self.max_response_bytes,
+            "retry": self.retry,
+        }
