@@ -5,13 +5,23 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PositiveFloat, PositiveInt
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, PositiveFloat, PositiveInt, TypeAdapter
 
 from ._policy import RetryPolicy
 
 __all__ = ["ClientSettings", "PoolLimits"]
 
 _FORBID = ConfigDict(extra="forbid", hide_input_in_errors=True, frozen=True)
+_HTTP_URL = TypeAdapter(HttpUrl)
+
+
+def _http_url(value: str) -> str:
+    # Validated as pydantic's HttpUrl, kept as `str` so `ClientSettings(base_url="...")`
+    # type-checks in user code.
+    return str(_HTTP_URL.validate_python(value))
+
+
+HttpUrlStr = Annotated[str, AfterValidator(_http_url)]
 
 
 class PoolLimits(BaseModel):
@@ -74,13 +84,13 @@ class ClientSettings(BaseModel):
 
     model_config = _FORBID
 
-    base_url: HttpUrl
+    base_url: HttpUrlStr
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
     timeout: PositiveFloat = 10.0
     limits: PoolLimits = PoolLimits()
     http2: bool = False
     verify: bool | str = True
-    proxy: HttpUrl | None = Field(default=None, repr=False)
+    proxy: HttpUrlStr | None = Field(default=None, repr=False)
     follow_redirects: bool = False
     max_response_bytes: PositiveInt | None = None
     retry: RetryPolicy = RetryPolicy()
@@ -88,13 +98,13 @@ class ClientSettings(BaseModel):
     def client_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `Client` these settings stand for."""
         return {
-            "base_url": str(self.base_url),
+            "base_url": self.base_url,
             "headers": self.headers,
             "timeout": self.timeout,
             "limits": self.limits.to_httpx(),
             "http2": self.http2,
             "verify": self.verify,
-            "proxy": None if self.proxy is None else str(self.proxy),
+            "proxy": self.proxy,
             "follow_redirects": self.follow_redirects,
             "max_response_bytes": self.max_response_bytes,
             "retry": self.retry,

@@ -40,9 +40,12 @@ def test_the_example_app_with_test_transports() -> None:
         }
     )
     mock = httpx.MockTransport(upstream)
-    with override_transport("billing", mock), override_transport("shipping", mock):
-        with TestClient(create_app(settings)) as http:
-            assert http.get("/orders/7").json() == {"invoice": {"ok": True}, "parcel": {"ok": True}}
+    with (
+        override_transport("billing", mock),
+        override_transport("shipping", mock),
+        TestClient(create_app(settings)) as http,
+    ):
+        assert http.get("/orders/7").json() == {"invoice": {"ok": True}, "parcel": {"ok": True}}
     assert seen == [
         "GET https://billing.internal/api/invoices/7",
         "GET https://billing.internal/api/invoices/7",
