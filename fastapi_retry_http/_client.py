@@ -15,6 +15,7 @@ from httpx._types import QueryParamTypes, RequestContent, RequestData, RequestFi
 
 from ._policy import RetryPolicy
 from ._redact import install_httpx_log_redactor
+from ._redirects import guard_redirect, remember_origin
 from ._settings import ClientSettings
 from ._transport import POLICY_EXTENSION, READ_BODY_EXTENSION, RetryTransport
 from ._transports import default_transport
@@ -94,13 +95,17 @@ class Client:
         if max_response_bytes is not None:
             # Only encodings the size cap can decode incrementally (see _body.py).
             headers = {"Accept-Encoding": "gzip, deflate", **(headers or {})}
+        hooks = {"request": [], "response": [], **(event_hooks or {})}
+        if follow_redirects:
+            # First, so that user hooks see the request as it will be sent.
+            hooks["request"] = [guard_redirect, *hooks["request"]]
         self.httpx = httpx.AsyncClient(
             base_url=base,
             headers=headers,
             timeout=timeout,
             transport=self._transport,
             follow_redirects=follow_redirects,
-            event_hooks=event_hooks,
+            event_hooks=hooks,
             # Environment proxies would mount transports of their own and bypass the retries;
             # a proxy is configured explicitly with `proxy=`.
             trust_env=False,
@@ -380,7 +385,7 @@ class Client:
         extensions: dict[str, Any] = {READ_BODY_EXTENSION: read_body}
         if retry is not None:
             extensions[POLICY_EXTENSION] = retry
-        return self.httpx.build_request(
+        request = self.httpx.build_request(
             method,
             path,
             params=params,
@@ -392,3 +397,6 @@ class Client:
             timeout=timeout,
             extensions=extensions,
         )
+        if self.httpx.follow_redirects:
+            remember_origin(request, private=[*self.httpx.headers.keys(), *(headers or {}).keys()])
+        return request

@@ -17,9 +17,11 @@ Exception
 ├── RuntimeError
 │   ├── ClientClosedError         a request on a closed client
 │   └── LifespanNotRunError       a client asked for while no lifespan ran
-└── httpx.TransportError
-    ├── DeadlineExceeded          (httpx.TimeoutException) the policy's overall deadline passed
-    └── ResponseTooLargeError     the response body is over max_response_bytes
+└── httpx.RequestError
+    ├── UnsafeRedirectError       a redirect from https to http, refused
+    └── httpx.TransportError
+        ├── DeadlineExceeded      (httpx.TimeoutException) the policy's overall deadline passed
+        └── ResponseTooLargeError the response body is over max_response_bytes
 ```
 """
 
@@ -35,6 +37,7 @@ __all__ = [
     "ResponseTooLargeError",
     "UnknownClientError",
     "UnsafePathError",
+    "UnsafeRedirectError",
 ]
 
 
@@ -97,4 +100,13 @@ class ResponseTooLargeError(httpx.TransportError):
 
     The limit is checked on decoded bytes while reading, so a compressed body cannot expand
     past it in memory.
+    """
+
+
+class UnsafeRedirectError(httpx.RequestError):
+    """
+    A redirect that would downgrade from `https` to `http`, refused before it is followed.
+
+    Only raised with `follow_redirects=True`: the request and its credentials would cross
+    the network in clear text.
     """

@@ -115,8 +115,9 @@ class RawServer:
     so the handler decides only what goes back on the wire. Use as `async with`.
     """
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, ssl: Any = None) -> None:
         self._handler = handler
+        self._ssl = ssl
         self.requests = 0
         self.connections = 0
         self._server: asyncio.Server | None = None
@@ -125,10 +126,10 @@ class RawServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._ssl else 'http'}://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> RawServer:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._ssl)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -155,7 +156,7 @@ class RawServer:
                 await self._handler(reader, writer, self.requests)
                 if writer.is_closing():
                     return
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         finally:
             self._tasks.discard(task)

@@ -1,0 +1,222 @@
+"""The safety guards: redirects, the response size cap, TLS, and the guards fuzzed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import ssl
+import tracemalloc
+import zlib
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastapi_retry_http import Client, RetryPolicy
+from fastapi_retry_http._policy import parse_retry_after
+from fastapi_retry_http._urls import check_path
+from fastapi_retry_http.exceptions import ResponseTooLargeError, UnsafePathError, UnsafeRedirectError
+from tests.servers import RawServer, Reply, Upstream, ok
+
+pytestmark = pytest.mark.anyio
+
+#: Resolves paths against a base URL the way every Client does (never sends anything).
+MERGER = httpx.Client(base_url="https://api.internal/v1/", transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+
+SECRET_HEADERS = {"Authorization": "Bearer tok", "X-Api-Key": "key", "Cookie": "session=1"}
+
+
+class TestRedirects:
+    async def test_off_by_default(self, upstream: Upstream) -> None:
+        upstream.script("/moved", Reply(302, headers={"Location": "/landing"}))
+        async with Client(upstream.url) as c:
+            assert (await c.get("/moved")).status_code == 302
+        assert upstream.hits["/landing"] == 0
+
+    async def test_a_cross_origin_hop_carries_no_configured_or_credential_headers(self, upstream: Upstream) -> None:
+        elsewhere = upstream.url.replace("127.0.0.1", "localhost") + "/landing"
+        upstream.script("/moved", Reply(302, headers={"Location": elsewhere}))
+        async with Client(upstream.url, headers=SECRET_HEADERS, follow_redirects=True) as c:
+            response = await c.get("/moved", headers={"X-Call-Secret": "s"})
+        assert response.status_code == 200
+        headers, _ = upstream.seen["/landing"][0]
+        assert not {"authorization", "x-api-key", "cookie", "x-call-secret"} & set(headers)
+        assert headers["host"] == elsewhere.split("/")[2]
+
+    async def test_a_same_origin_hop_keeps_them(self, upstream: Upstream) -> None:
+        upstream.script("/moved", Reply(301, headers={"Location": "/landing"}))
+        async with Client(upstream.url, headers=SECRET_HEADERS, follow_redirects=True) as c:
+            await c.get("/moved")
+        headers, _ = upstream.seen["/landing"][0]
+        assert headers["x-api-key"] == "key"
+        assert headers["authorization"] == "Bearer tok"
+
+    async def test_https_to_http_is_refused(self) -> None:
+        seen: list[str] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            seen.append(str(request.url))
+            return httpx.Response(302, headers={"Location": "http://billing.internal/plain"})
+
+        transport = httpx.MockTransport(handler)
+        async with Client("https://billing.internal", follow_redirects=True, transport=transport) as c:
+            with pytest.raises(UnsafeRedirectError):
+                await c.get("/secure")
+        assert seen == ["https://billing.internal/secure"]
+
+    async def test_user_hooks_still_run_on_every_hop(self, upstream: Upstream) -> None:
+        hops: list[str] = []
+
+        async def on_request(request: httpx.Request) -> None:
+            hops.append(request.url.path)
+
+        upstream.script("/moved", Reply(307, headers={"Location": "/landing"}))
+        async with Client(upstream.url, follow_redirects=True, event_hooks={"request": [on_request]}) as c:
+            await c.get("/moved")
+        assert hops == ["/moved", "/landing"]
+
+
+def gzip_bomb(expanded: int) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    block = bytes(1 << 20)
+    parts = [compressor.compress(block) for _ in range(expanded >> 20)]
+    return b"".join([*parts, compressor.flush()])
+
+
+class TestResponseSizeCap:
+    async def test_a_gzip_bomb_is_refused_with_memory_far_below_its_expansion(self, upstream: Upstream) -> None:
+        bomb = gzip_bomb(100 << 20)  # about 100 KB on the wire, 100 MB decoded
+        assert len(bomb) < 200_000
+        upstream.script("/bomb", Reply(200, bomb, {"Content-Encoding": "gzip"}))
+        async with Client(upstream.url, max_response_bytes=1 << 20) as c:
+            tracemalloc.start()
+            try:
+                with pytest.raises(ResponseTooLargeError):
+                    await c.get("/bomb")
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        assert peak < 10 << 20
+        assert upstream.hits["/bomb"] == 1  # not retried
+
+    async def test_a_too_large_content_length_is_refused_before_reading(self) -> None:
+        async def huge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(3600)
+
+        async with RawServer(huge) as server, Client(server.url, max_response_bytes=1000, timeout=30) as c:
+            with pytest.raises(ResponseTooLargeError):
+                await c.get("/x")
+            with pytest.raises(ResponseTooLargeError):
+                await c.stream("GET", "/x").__aenter__()
+        assert server.requests == 2
+
+    @pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate", "identity"])
+    async def test_the_cap_counts_decoded_bytes_for_each_encoding(self, upstream: Upstream, encoding: str) -> None:
+        body = b"a" * 5000
+        wire = {
+            "gzip": gzip.compress(body),
+            "deflate": zlib.compress(body),
+            "raw-deflate": zlib.compress(body)[2:-4],
+            "identity": body,
+        }[encoding]
+        header = {"Content-Encoding": "deflate" if encoding == "raw-deflate" else encoding}
+        upstream.script("/small", Reply(200, wire, header))
+        upstream.script("/large", Reply(200, wire, header))
+        async with Client(upstream.url, max_response_bytes=5000) as c:
+            assert (await c.get("/small")).content == body
+        async with Client(upstream.url, max_response_bytes=4999) as c:
+            with pytest.raises(ResponseTooLargeError):
+                await c.get("/large")
+
+    async def test_a_streamed_body_is_capped_while_read(self, upstream: Upstream) -> None:
+        upstream.script("/stream", Reply(200, gzip_bomb(8 << 20), {"Content-Encoding": "gzip"}))
+        async with Client(upstream.url, max_response_bytes=1 << 20) as c, c.stream("GET", "/stream") as response:
+            with pytest.raises(ResponseTooLargeError):
+                await response.aread()
+
+    async def test_a_corrupt_gzip_body_is_httpxs_decoding_error(self, upstream: Upstream) -> None:
+        upstream.script("/corrupt", Reply(200, b"not gzip at all", {"Content-Encoding": "gzip"}))
+        async with Client(upstream.url, max_response_bytes=1000) as c:
+            with pytest.raises(httpx.DecodingError):
+                await c.get("/corrupt")
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def tls_server_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+class TestTls:
+    async def test_an_untrusted_certificate_fails_once_not_retried(
+        self, tls_server_context: ssl.SSLContext, waits: list[float]
+    ) -> None:
+        handshakes = 0
+
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal handshakes
+            handshakes += 1  # counted at TCP accept: the TLS handshake is what fails
+            with contextlib.suppress(ssl.SSLError, ConnectionError):
+                await writer.start_tls(tls_server_context)
+            writer.close()
+
+        server = await asyncio.start_server(accept, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, Client(f"https://127.0.0.1:{port}") as c:
+            with pytest.raises(httpx.ConnectError):
+                await c.get("/x")
+        assert (handshakes, waits) == (1, [])
+
+    async def test_a_ca_bundle_path_makes_it_trusted(
+        self, ca: trustme.CA, tls_server_context: ssl.SSLContext, tmp_path: Path
+    ) -> None:
+        bundle = tmp_path / "ca.pem"
+        ca.cert_pem.write_to_path(str(bundle))
+        async with (
+            RawServer(lambda r, w, n: ok(r, w), ssl=tls_server_context) as server,
+            Client(server.url, verify=str(bundle)) as c,
+        ):
+            assert (await c.get("/x")).text == "ok"
+
+
+PATH_PIECES = ["a", "b", "..", ".", "%2e%2e", "%2E.", "%2f", "/", "//", "\\", "x:y", "?", "#", "%"]
+
+
+class TestFuzzed:
+    @given(st.text(max_size=60))
+    @settings(max_examples=400, deadline=None)
+    def test_retry_after_never_raises_and_stays_in_range(self, value: str) -> None:
+        policy = RetryPolicy()
+        seconds = parse_retry_after(value)
+        assert seconds is None or seconds >= 0
+        # What the transport does with it: honoured within the cap, or the response returned.
+        if seconds is not None and seconds <= policy.retry_after_max:
+            assert 0 <= seconds <= policy.retry_after_max
+
+    @given(st.lists(st.sampled_from(PATH_PIECES), max_size=12).map("".join))
+    @settings(max_examples=600, deadline=None)
+    def test_no_accepted_path_leaves_the_base(self, path: str) -> None:
+        try:
+            check_path(path, allow_absolute_urls=False)
+        except UnsafePathError:
+            return
+        merged = MERGER._merge_url(path)  # exactly how the client resolves a path
+        assert (merged.scheme, merged.host, merged.port) == ("https", "api.internal", None)
+        assert merged.path == "/v1" or merged.path.startswith("/v1/")
+        decoded = merged.path.replace("%2e", ".").replace("%2E", ".").replace("%2f", "/").replace("%2F", "/")
+        depth = 0
+        for segment in decoded[len("/v1/") :].split("/"):
+            depth += -1 if segment == ".." else (segment not in ("", "."))
+            assert depth >= 0
