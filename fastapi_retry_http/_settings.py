@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, PositiveFloat, PositiveInt, TypeAdapter
@@ -80,6 +80,8 @@ class ClientSettings(BaseModel):
         follow_redirects: Follow redirects (off by default).
         max_response_bytes: Refuse response bodies larger than this (decoded).
         retry: The retry policy, [`RetryPolicy`][fastapi_retry_http.RetryPolicy] itself.
+        backend: The connection pool: `aiohttp` or `httpx`; unset means the library's
+            default (`aiohttp`).
     """
 
     model_config = _FORBID
@@ -94,6 +96,7 @@ class ClientSettings(BaseModel):
     follow_redirects: bool = False
     max_response_bytes: PositiveInt | None = None
     retry: RetryPolicy = RetryPolicy()
+    backend: Literal["aiohttp", "httpx"] | None = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `Client` these settings stand for."""
@@ -108,4 +111,5 @@ class ClientSettings(BaseModel):
             "follow_redirects": self.follow_redirects,
             "max_response_bytes": self.max_response_bytes,
             "retry": self.retry,
+            "backend": self.backend,
         }

@@ -5,8 +5,18 @@ from __future__ import annotations
 import os
 import ssl
 from functools import lru_cache
+from typing import Literal
 
 import httpx
+
+from ._aiohttp import AiohttpTransport
+
+#: The inner transports a client can be built on, by name.
+Backend = Literal["aiohttp", "httpx"]
+
+#: The default backend: aiohttp's pool, the fastest that passes the whole suite (see the
+#: Performance page of the docs). Tests switch it to run everything on each backend.
+DEFAULT_BACKEND: Backend = "aiohttp"
 
 #: httpx's own pool defaults, spelled out so that they are documented here.
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
@@ -14,18 +24,18 @@ DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20,
 
 def default_transport(
     *,
+    backend: Backend | None = None,
     verify: bool | str | ssl.SSLContext = True,
     http2: bool = False,
     limits: httpx.Limits | None = None,
     proxy: str | httpx.URL | None = None,
 ) -> httpx.AsyncBaseTransport:
-    """httpx's own transport, built with a shared TLS context."""
-    return httpx.AsyncHTTPTransport(
-        verify=tls_context(verify, http2),
-        http2=http2,
-        limits=limits if limits is not None else DEFAULT_LIMITS,
-        proxy=proxy,
-    )
+    """The inner transport for `backend`, built with a shared TLS context."""
+    backend = backend or DEFAULT_BACKEND
+    limits = limits if limits is not None else DEFAULT_LIMITS
+    if backend == "aiohttp" and not http2:  # aiohttp speaks HTTP/1.1 only
+        return AiohttpTransport(ssl_context=tls_context(verify, False), limits=limits, proxy=proxy)
+    return httpx.AsyncHTTPTransport(verify=tls_context(verify, http2), http2=http2, limits=limits, proxy=proxy)
 
 
 def tls_context(verify: bool | str | ssl.SSLContext, http2: bool) -> ssl.SSLContext:

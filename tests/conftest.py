@@ -4,6 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from fastapi_retry_http import _transports
 from fastapi_retry_http.testing import no_sleep
 from tests.servers import Upstream
 
@@ -33,3 +34,10 @@ def upstream(_upstream_server: Upstream) -> Upstream:
     """The loopback HTTP upstream, with its scripts and counters reset."""
     _upstream_server.reset()
     return _upstream_server
+
+
+@pytest.fixture(params=["aiohttp", "httpx"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test once per inner transport: retry semantics must not depend on it."""
+    monkeypatch.setattr(_transports, "DEFAULT_BACKEND", request.param)
+    return str(request.param)

@@ -158,6 +158,8 @@ class RawServer:
                     return
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            pass  # the server is shutting down; asyncio would log a cancelled handler
         finally:
             self._tasks.discard(task)
             writer.close()

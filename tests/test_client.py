@@ -9,10 +9,11 @@ import httpx
 import pytest
 
 from fastapi_retry_http import Client, RetryPolicy
+from fastapi_retry_http._aiohttp import AiohttpTransport
 from fastapi_retry_http.exceptions import ClientClosedError, UnsafePathError
 from tests.servers import Reply, Upstream
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
 
 @pytest.fixture
@@ -217,6 +218,13 @@ class TestLifecycle:
     def test_clients_with_equal_tls_settings_share_one_ssl_context(self) -> None:
         a, b = Client("https://a.internal"), Client("https://b.internal")
         c = Client("https://c.internal", http2=True)
-        ctx = [x.httpx._transport.inner._pool._ssl_context for x in (a, b, c)]  # type: ignore[attr-defined]
+        ctx = [ssl_context_of(x) for x in (a, b, c)]
         assert ctx[0] is ctx[1]
         assert ctx[0] is not ctx[2]
+
+
+def ssl_context_of(client: Client) -> object:
+    inner = client._transport.inner
+    if isinstance(inner, AiohttpTransport):
+        return inner._ssl_context
+    return inner._pool._ssl_context  # type: ignore[attr-defined]

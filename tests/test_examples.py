@@ -9,6 +9,8 @@ from examples.app import Settings, create_app
 from fastapi_retry_http import ClientSettings
 from fastapi_retry_http.testing import override_transport
 
+pytestmark = pytest.mark.usefixtures("backend")
+
 
 @pytest.mark.anyio
 async def test_demo_shows_retries_retry_after_a_post_not_resent_and_closed_clients(waits: list[float]) -> None:

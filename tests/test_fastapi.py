@@ -32,6 +32,9 @@ from tests.servers import Upstream
 Billing = Annotated[Client, Depends(get_client("billing"))]
 
 
+pytestmark = pytest.mark.usefixtures("backend")
+
+
 def make_app(configs: dict[str, Any], registry: ClientRegistry | None = None, **routes: str) -> FastAPI:
     """An app whose route /call/{client} fetches /ping from that client."""
     app = FastAPI(lifespan=clients_lifespan(configs, registry=registry if registry is not None else ClientRegistry()))

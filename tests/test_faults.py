@@ -16,7 +16,7 @@ from fastapi_retry_http import Client, RetryPolicy
 from fastapi_retry_http.exceptions import DeadlineExceeded
 from tests.servers import RawServer, ok, reset, response_bytes
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
 Reader = asyncio.StreamReader
 Writer = asyncio.StreamWriter

@@ -22,7 +22,7 @@ from fastapi_retry_http._urls import check_path
 from fastapi_retry_http.exceptions import ResponseTooLargeError, UnsafePathError, UnsafeRedirectError
 from tests.servers import RawServer, Reply, Upstream, ok
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
 #: Resolves paths against a base URL the way every Client does (never sends anything).
 MERGER = httpx.Client(base_url="https://api.internal/v1/", transport=httpx.MockTransport(lambda r: httpx.Response(200)))
