@@ -227,4 +227,4 @@ def ssl_context_of(client: Client) -> object:
     inner = client._transport.inner
     if isinstance(inner, AiohttpTransport):
         return inner._ssl_context
-    return inner._pool._ssl_context  # type: ignore[attr-defined]
+    return inner.inner._pool._ssl_context  # type: ignore[attr-defined]
