@@ -6,6 +6,7 @@ a fault-injecting upstream. Bounded in count and time; seeded, so a failure repl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import time
@@ -35,10 +36,8 @@ def active_connections(client: Client) -> int:
 def open_sockets() -> int:
     count = 0
     for fd in os.listdir("/proc/self/fd"):
-        try:
+        with contextlib.suppress(OSError):
             count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
-        except OSError:
-            pass
     return count
 
 
