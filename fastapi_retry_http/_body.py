@@ -17,23 +17,6 @@ import httpx
 from .exceptions import ResponseTooLargeError
 
 
-async def read_body(response: httpx.Response, request: httpx.Request, limit: int | None) -> bytes:
-    """Read the raw (still encoded) body of `response` and close its stream."""
-    stream = response.stream
-    assert isinstance(stream, httpx.AsyncByteStream)
-    try:
-        if limit is None:
-            return b"".join([chunk async for chunk in stream])
-        counter = DecodedSize(response, request, limit)
-        chunks = []
-        async for chunk in stream:
-            counter.feed(chunk)
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        await stream.aclose()
-
-
 class LimitedStream(httpx.AsyncByteStream):
     """A streamed response body that raises once its decoded size passes the limit."""
 

@@ -10,9 +10,11 @@ drives the waits, the stop rules and the later attempts.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import math
 import random
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -22,7 +24,7 @@ from tenacity import AsyncRetrying as _AsyncRetrying
 from tenacity import RetryCallState as _RetryCallState
 
 from . import _testing_state
-from ._body import LimitedStream, read_body
+from ._body import LimitedStream
 from ._policy import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
 from .exceptions import DeadlineExceeded, ResponseTooLargeError
 
@@ -112,26 +114,41 @@ class RetryTransport(httpx.AsyncBaseTransport):
         remaining = deadline_at - self._clock()
         if remaining <= 0:
             raise DeadlineExceeded("The retry deadline passed before the attempt started.", request=request)
-        timeout = asyncio.timeout(remaining)
+        # A slow drip never trips httpx's per-read timeout; the deadline bounds the attempt.
+        # A bare timer, not asyncio.timeout(): this runs on every request, and the timer
+        # costs a third of what the context manager does (measured).
+        task = asyncio.current_task()
+        assert task is not None
+        expiry = _Expiry(task)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(loop.time() + remaining, expiry.fire)
         try:
-            async with timeout:
-                return await self._send(request)
-        except TimeoutError:
-            if timeout.expired():
-                # A slow drip never trips httpx's per-read timeout; the deadline bounds the call.
+            return await self._send(request)
+        except asyncio.CancelledError:
+            if expiry.fired and task.uncancel() == 0:
                 raise DeadlineExceeded("The retry deadline passed during the attempt.", request=request) from None
             raise
+        finally:
+            timer.cancel()
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
+        started = time.perf_counter()
         response = await self.inner.handle_async_request(request)
-        if request.extensions.get(READ_BODY_EXTENSION):
-            response.stream = httpx.ByteStream(await read_body(response, request, self.max_response_bytes))
-        elif self.max_response_bytes is not None:
+        if self.max_response_bytes is not None:
             try:
                 response.stream = LimitedStream(response, request, self.max_response_bytes)
             except ResponseTooLargeError:
                 await response.aclose()  # refused on its Content-Length, before reading
                 raise
+        if request.extensions.get(READ_BODY_EXTENSION):
+            # Read (and decode) the body here, inside the attempt: a reset or truncation while
+            # reading is then retried like any other failure. httpx finds the content already
+            # read and does not read it again.
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
         return response
 
     async def _retry(
@@ -191,6 +208,20 @@ class RetryTransport(httpx.AsyncBaseTransport):
         )
         response: httpx.Response = await retrying(attempt)
         return response
+
+
+class _Expiry:
+    """Cancels the attempt's task when the deadline passes, and remembers that it did."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.fired = False
+
+    def fire(self) -> None:
+        self.fired = True
+        self.task.cancel()
 
 
 class _Outcome:
