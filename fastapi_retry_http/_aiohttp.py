@@ -114,6 +114,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def _acquire(slots: asyncio.Semaphore | None, timeout: float | None, request: httpx.Request) -> None:
         if slots is None:
             return
+        if not slots.locked():
+            await slots.acquire()  # a free slot: taken at once, no timer needed
+            return
         try:
             async with asyncio.timeout(timeout):
                 await slots.acquire()
@@ -170,7 +173,9 @@ def _mapped_errors(request: httpx.Request, *, sending: bool) -> Iterator[None]:
     try:
         yield
     except aiohttp.ClientError as error:
-        raise _httpx_error(error, request, sending) from error
+        # These two print the full URL, query included: keep them out of the chain.
+        hide = isinstance(error, aiohttp.ClientResponseError | aiohttp.InvalidURL)
+        raise _httpx_error(error, request, sending) from (None if hide else error)
     except TimeoutError as error:  # a bare timeout from a read with no socket timeout class
         raise httpx.ReadTimeout(str(error) or "Timed out reading the response.", request=request) from error
 
@@ -201,8 +206,10 @@ def _httpx_error(error: aiohttp.ClientError, request: httpx.Request, sending: bo
         kind = httpx.WriteError if sending and "write" in message.lower() else httpx.ReadError
     elif isinstance(error, aiohttp.InvalidURL):
         kind = httpx.UnsupportedProtocol
+        message = "Invalid request URL."
     else:
         # A response aiohttp could not parse: the server does not speak HTTP. Not retried.
         kind = httpx.RemoteProtocolError
-        message = f"Invalid HTTP response: {message}"
+        detail = error.message if isinstance(error, aiohttp.ClientResponseError) else type(error).__name__
+        message = f"Invalid HTTP response: {detail}"
     return kind(message, request=request)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -91,6 +92,10 @@ class Client:
         if base.query or base.fragment:
             # httpx would append every path after the query string; the query may hold a key.
             raise ConfigurationError(f"Client {self.name!r}: base_url must not carry a query or fragment.")
+        if http2 and importlib.util.find_spec("h2") is None:
+            raise ConfigurationError(
+                f"Client {self.name!r}: http2=True needs the 'h2' package: pip install 'fastapi-retry-http[http2]'."
+            )
         if transport is None:
             transport = default_transport(backend=backend, verify=verify, http2=http2, limits=limits, proxy=proxy)
         if verify is False:

@@ -120,6 +120,7 @@ class RawServer:
         self._ssl = ssl
         self.requests = 0
         self.connections = 0
+        self.heads: list[bytes] = []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
@@ -153,6 +154,7 @@ class RawServer:
                 if length:
                     await reader.readexactly(length)
                 self.requests += 1
+                self.heads.append(head)
                 await self._handler(reader, writer, self.requests)
                 if writer.is_closing():
                     return
