@@ -14,6 +14,7 @@ import httpx
 from httpx._client import USE_CLIENT_DEFAULT, UseClientDefault
 from httpx._types import QueryParamTypes, RequestContent, RequestData, RequestFiles, TimeoutTypes
 
+from ._methods import HttpMethods
 from ._policy import RetryPolicy
 from ._redact import install_httpx_log_redactor
 from ._redirects import guard_redirect, remember_origin
@@ -30,7 +31,7 @@ logger = logging.getLogger("fastapi_retry_http")
 EventHooks = Mapping[str, list[Callable[..., Any]]]
 
 
-class Client:
+class Client(HttpMethods):
     """
     An async HTTP client for one upstream, retrying every request by its `RetryPolicy`.
 
@@ -227,140 +228,6 @@ class Client:
             yield response
         finally:
             await response.aclose()
-
-    async def get(
-        self,
-        path: str,
-        *,
-        params: QueryParamTypes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
-        retry: RetryPolicy | None = None,
-    ) -> httpx.Response:
-        """Send a `GET`; see [`request`][fastapi_retry_http.Client.request]."""
-        return await self.request("GET", path, params=params, headers=headers, timeout=timeout, retry=retry)
-
-    async def head(
-        self,
-        path: str,
-        *,
-        params: QueryParamTypes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
-        retry: RetryPolicy | None = None,
-    ) -> httpx.Response:
-        """Send a `HEAD`; see [`request`][fastapi_retry_http.Client.request]."""
-        return await self.request("HEAD", path, params=params, headers=headers, timeout=timeout, retry=retry)
-
-    async def options(
-        self,
-        path: str,
-        *,
-        params: QueryParamTypes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
-        retry: RetryPolicy | None = None,
-    ) -> httpx.Response:
-        """Send an `OPTIONS`; see [`request`][fastapi_retry_http.Client.request]."""
-        return await self.request("OPTIONS", path, params=params, headers=headers, timeout=timeout, retry=retry)
-
-    async def delete(
-        self,
-        path: str,
-        *,
-        params: QueryParamTypes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
-        retry: RetryPolicy | None = None,
-    ) -> httpx.Response:
-        """Send a `DELETE`; see [`request`][fastapi_retry_http.Client.request]."""
-        return await self.request("DELETE", path, params=params, headers=headers, timeout=timeout, retry=retry)
-
-    async def post(
-        self,
-        path: str,
-        *,
-        content: RequestContent | None = None,
-        json: Any = None,
-        data: RequestData | None = None,
-        files: RequestFiles | None = None,
-        params: QueryParamTypes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
-        retry: RetryPolicy | None = None,
-    ) -> httpx.Response:
-        """
-        Send a `POST`; see [`request`][fastapi_retry_http.Client.request].
-
-        Not retried once sent, unless it carries an `Idempotency-Key` header or the policy
-        lists `POST` in `methods`; a connection that was never made is always retried.
-        """
-        return await self.request(
-            "POST",
-            path,
-            content=content,
-            json=json,
-            data=data,
-            files=files,
-            params=params,
-            headers=headers,
-            timeout=timeout,
-            retry=retry,
-        )
-
-    async def put(
-        self,
-        path: str,
-        *,
-        content: RequestContent | None = None,
-        json: Any = None,
-        data: RequestData | None = None,
-        files: RequestFiles | None = None,
-        params: QueryParamTypes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
-        retry: RetryPolicy | None = None,
-    ) -> httpx.Response:
-        """Send a `PUT`; see [`request`][fastapi_retry_http.Client.request]."""
-        return await self.request(
-            "PUT",
-            path,
-            content=content,
-            json=json,
-            data=data,
-            files=files,
-            params=params,
-            headers=headers,
-            timeout=timeout,
-            retry=retry,
-        )
-
-    async def patch(
-        self,
-        path: str,
-        *,
-        content: RequestContent | None = None,
-        json: Any = None,
-        data: RequestData | None = None,
-        files: RequestFiles | None = None,
-        params: QueryParamTypes | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
-        retry: RetryPolicy | None = None,
-    ) -> httpx.Response:
-        """Send a `PATCH`; retried once sent only like `post`."""
-        return await self.request(
-            "PATCH",
-            path,
-            content=content,
-            json=json,
-            data=data,
-            files=files,
-            params=params,
-            headers=headers,
-            timeout=timeout,
-            retry=retry,
-        )
 
     async def aclose(self) -> None:
         """Close the connection pool. Idempotent; later requests raise `ClientClosedError`."""
