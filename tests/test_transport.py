@@ -369,3 +369,28 @@ class TestTransportDirectly:
         assert isinstance(transport.inner, httpx.AsyncHTTPTransport)
         assert transport.policy == RetryPolicy()
         await transport.aclose()
+
+
+class TestNoSleepModes:
+    async def test_set_no_sleep_skips_waits_process_wide(self) -> None:
+        from fastapi_retry_http.testing import set_no_sleep
+
+        handler = Scripted(503, 200)
+        set_no_sleep(True)
+        try:
+            async with client(handler, RetryPolicy(wait_initial=3600, jitter=False)) as c:
+                assert (await c.get("/x")).status_code == 200
+        finally:
+            set_no_sleep(False)
+        assert handler.attempts == 2
+
+    async def test_a_deadline_passed_between_attempts_raises_before_sending(self) -> None:
+        readings = iter([0.0, 0.0, 0.0, 31.0])  # start, attempt 1, stop check, attempt 2
+        handler = Scripted(503, 200)
+        transport = RetryTransport(
+            httpx.MockTransport(handler), RetryPolicy(deadline=30.0), clock=lambda: next(readings)
+        )
+        async with httpx.AsyncClient(transport=transport) as c:
+            with pytest.raises(DeadlineExceeded, match="before the attempt started"):
+                await c.get("http://upstream/x")
+        assert handler.attempts == 1
