@@ -1,5 +1,5 @@
 """
-Reading response bodies inside an attempt, and the `max_response_bytes` cap.
+The `max_response_bytes` cap, counted on decoded bytes while the body is read.
 
 The cap counts *decoded* bytes: 200 KB of gzip can expand to 200 MB, and httpx decodes a
 whole network chunk at once (a 64 KB chunk of a gzip bomb decoded to 67 MB, measured), so a

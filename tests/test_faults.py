@@ -58,6 +58,22 @@ class TestKeepAliveRace:
         assert server.requests == 1
 
 
+    async def test_a_dead_reused_connection_costs_an_attempt_like_any_other(self) -> None:
+        """No hidden re-send below the policy (aiohttp has one, turned off): attempts=1 means one."""
+
+        async def close_second(reader: Reader, writer: Writer, n: int) -> None:
+            if n == 2:
+                writer.close()
+            else:
+                await ok(reader, writer)
+
+        async with RawServer(close_second) as server, Client(server.url, retry=RetryPolicy(attempts=1)) as c:
+            assert (await c.get("/first")).status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):
+                await c.get("/second")  # sent on the kept-alive connection, which the server drops
+        assert (server.connections, server.requests) == (1, 2)
+
+
 class TestBrokenBodies:
     @staticmethod
     async def reset_mid_body(reader: Reader, writer: Writer, n: int) -> None:
