@@ -57,7 +57,6 @@ class TestKeepAliveRace:
                 await c.post("/x", content=b"charge")
         assert server.requests == 1
 
-
     async def test_a_dead_reused_connection_costs_an_attempt_like_any_other(self) -> None:
         """No hidden re-send below the policy (aiohttp has one, turned off): attempts=1 means one."""
 

@@ -265,6 +265,25 @@ class TestWaits:
                 await c.get("/x")
         assert isinstance(caught.value, httpx.TimeoutException)
 
+    async def test_concurrent_attempts_each_end_at_their_own_deadline(self) -> None:
+        async def hang(request: httpx.Request) -> httpx.Response:
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable")
+
+        ended: dict[float, float] = {}
+
+        async def call(c: Client, deadline: float) -> None:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(DeadlineExceeded):
+                await c.get("/x", retry=RetryPolicy(deadline=deadline))
+            ended[deadline] = asyncio.get_running_loop().time() - started
+
+        async with Client("http://upstream", transport=httpx.MockTransport(hang)) as c:
+            # The later, shorter deadline must move the shared timer forward.
+            await asyncio.gather(call(c, 0.3), call(c, 0.05), call(c, 0.15))
+        for deadline, elapsed in ended.items():
+            assert deadline - 0.01 <= elapsed < deadline + 0.1
+
 
 class TestCancellation:
     async def test_cancellation_stops_a_backoff_wait_at_once_and_is_not_retried(self) -> None:
