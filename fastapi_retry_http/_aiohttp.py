@@ -25,6 +25,8 @@ import aiohttp
 import httpx
 from yarl import URL
 
+from ._urls import ILLEGAL_HEADER
+
 __all__ = ["AiohttpTransport"]
 
 # aiohttp adds these unless told not to; httpx already set the ones it wants.
@@ -99,6 +101,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                         total=None, sock_connect=timeouts.get("connect"), sock_read=timeouts.get("read")
                     ),
                 )
+        except ValueError as error:
+            if slots is not None:
+                slots.release()
+            # aiohttp refuses a header with CR/LF with a ValueError: make it httpx's error.
+            message = ILLEGAL_HEADER if "header" in str(error).lower() else "aiohttp refused the request as invalid."
+            raise httpx.LocalProtocolError(message, request=request) from None
         except BaseException:
             if slots is not None:
                 slots.release()

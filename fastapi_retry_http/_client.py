@@ -21,12 +21,15 @@ from ._redirects import guard_redirect, remember_origin
 from ._settings import ClientSettings
 from ._transport import POLICY_EXTENSION, READ_BODY_EXTENSION, RetryTransport
 from ._transports import Backend, default_transport
-from ._urls import check_path
+from ._urls import ILLEGAL_HEADER, check_path, control_character_header
 from .exceptions import ClientClosedError, ConfigurationError
 
 __all__ = ["Client"]
 
 logger = logging.getLogger("fastapi_retry_http")
+
+#: Redirects followed per request at most (httpx allows 20); a loop ends in `httpx.TooManyRedirects`.
+MAX_REDIRECTS = 5
 
 EventHooks = Mapping[str, list[Callable[..., Any]]]
 
@@ -93,6 +96,10 @@ class Client(HttpMethods):
         if base.query or base.fragment:
             # httpx would append every path after the query string; the query may hold a key.
             raise ConfigurationError(f"Client {self.name!r}: base_url must not carry a query or fragment.")
+        bad_header = control_character_header(headers or {})
+        if bad_header is not None:
+            # Named, never shown: header values are credentials.
+            raise ConfigurationError(f"Client {self.name!r}: header {bad_header!r} contains a control character.")
         if http2 and importlib.util.find_spec("h2") is None:
             raise ConfigurationError(
                 f"Client {self.name!r}: http2=True needs the 'h2' package: pip install 'fastapi-retry-http[http2]'."
@@ -116,6 +123,7 @@ class Client(HttpMethods):
             timeout=timeout,
             transport=self._transport,
             follow_redirects=follow_redirects,
+            max_redirects=MAX_REDIRECTS,
             event_hooks=hooks,
             # Environment proxies would mount transports of their own and bypass the retries;
             # a proxy is configured explicitly with `proxy=`.
@@ -259,6 +267,8 @@ class Client(HttpMethods):
         if self._closed:
             raise ClientClosedError(f"Client {self.name!r} is closed; it cannot send requests any more.")
         check_path(path, allow_absolute_urls=self._allow_absolute_urls)
+        if headers and control_character_header(headers) is not None:
+            raise httpx.LocalProtocolError(ILLEGAL_HEADER)  # before any I/O, and without the value
         extensions: dict[str, Any] = {READ_BODY_EXTENSION: read_body}
         if retry is not None:
             extensions[POLICY_EXTENSION] = retry

@@ -8,6 +8,7 @@ import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, PositiveFloat, PositiveInt, TypeAdapter
 
 from ._policy import RetryPolicy
+from ._urls import control_character_header
 
 __all__ = ["ClientSettings", "PoolLimits"]
 
@@ -18,10 +19,28 @@ _HTTP_URL = TypeAdapter(HttpUrl)
 def _http_url(value: str) -> str:
     # Validated as pydantic's HttpUrl, kept as `str` so `ClientSettings(base_url="...")`
     # type-checks in user code.
-    return str(_HTTP_URL.validate_python(value))
+    url = _HTTP_URL.validate_python(value)
+    if url.username or url.password:
+        # Settings get printed and logged; a password in a URL goes with them.
+        raise ValueError("credentials in the URL are not allowed: put them in headers")
+    if url.query or url.fragment:
+        raise ValueError("a query or fragment is not allowed in a base URL")
+    return str(url)
+
+
+def _safe_headers(headers: dict[str, str]) -> dict[str, str]:
+    name = control_character_header(headers)
+    if name is not None:
+        raise ValueError(f"header {name!r} contains a control character")
+    return headers
+
+
+def _proxy_url(value: str) -> str:
+    return str(_HTTP_URL.validate_python(value))  # a proxy URL may carry its credentials
 
 
 HttpUrlStr = Annotated[str, AfterValidator(_http_url)]
+ProxyUrlStr = Annotated[str, AfterValidator(_proxy_url)]
 
 
 class PoolLimits(BaseModel):
@@ -87,12 +106,12 @@ class ClientSettings(BaseModel):
     model_config = _FORBID
 
     base_url: HttpUrlStr
-    headers: dict[str, str] = Field(default_factory=dict, repr=False)
+    headers: Annotated[dict[str, str], AfterValidator(_safe_headers)] = Field(default_factory=dict, repr=False)
     timeout: PositiveFloat = 10.0
     limits: PoolLimits = PoolLimits()
     http2: bool = False
     verify: bool | str = True
-    proxy: HttpUrlStr | None = Field(default=None, repr=False)
+    proxy: ProxyUrlStr | None = Field(default=None, repr=False)
     follow_redirects: bool = False
     max_response_bytes: PositiveInt | None = None
     retry: RetryPolicy = RetryPolicy()

@@ -39,6 +39,9 @@ POLICY_EXTENSION: Final = "fastapi_retry_http.retry"
 #: request that is not streamed; without it the transport returns at the response headers.
 READ_BODY_EXTENSION: Final = "fastapi_retry_http.read_body"
 
+#: `response.extensions` key: how many attempts a retried request took (absent: one).
+ATTEMPTS_EXTENSION: Final = "fastapi_retry_http.attempts"
+
 #: How much of a discarded streamed response is read so its connection can be reused; a larger
 #: body is cut off by closing the connection instead.
 DRAIN_LIMIT: Final = 64 * 1024
@@ -150,10 +153,13 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self, request: httpx.Request, policy: RetryPolicy, deadline_at: float | None, first: _Outcome
     ) -> httpx.Response:
         pending = [first]
+        made = 1
 
         async def attempt() -> httpx.Response:
+            nonlocal made
             if pending:
                 return pending.pop().unwrap()
+            made += 1
             return await self._attempt(request, deadline_at)
 
         def should_retry(state: _RetryCallState) -> bool:
@@ -201,7 +207,13 @@ class RetryTransport(httpx.AsyncBaseTransport):
             # Retries spent: the last response, or the original httpx error, never a RetryError.
             retry_error_callback=_last_outcome,
         )
-        response: httpx.Response = await retrying(attempt)
+        try:
+            response: httpx.Response = await retrying(attempt)
+        except Exception as error:
+            # The original error, not wrapped; the note tells how far the retries got.
+            error.add_note(f"fastapi_retry_http: raised by attempt {made} of at most {policy.attempts}.")
+            raise
+        response.extensions[ATTEMPTS_EXTENSION] = made
         return response
 
 

@@ -11,6 +11,7 @@ from typing import Literal
 import httpx
 
 from ._aiohttp import AiohttpTransport
+from ._urls import ILLEGAL_HEADER
 
 #: The inner transports a client can be built on, by name.
 Backend = Literal["aiohttp", "httpx"]
@@ -80,6 +81,11 @@ class CancelSafeTransport(httpx.AsyncBaseTransport):
         task = asyncio.ensure_future(self.inner.handle_async_request(request))
         try:
             return await asyncio.shield(task)
+        except httpx.LocalProtocolError as error:
+            if "header" not in str(error).lower():
+                raise
+            # h11 quotes the offending header value, and header values are credentials.
+            raise httpx.LocalProtocolError(ILLEGAL_HEADER, request=request) from None
         except asyncio.CancelledError:
             self._background.add(task)
             task.add_done_callback(self._finished)

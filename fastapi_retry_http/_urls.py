@@ -10,6 +10,7 @@ I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Final
 
 from .exceptions import UnsafePathError
@@ -20,6 +21,20 @@ _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _ENCODED_DOT: Final = re.compile(r"%2e", re.IGNORECASE)
 _ENCODED_SLASH: Final = re.compile(r"%2f", re.IGNORECASE)
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
+# Tab is legal inside a header value; every other control character splits or corrupts it.
+_HEADER_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+#: The error message for a header that would split the request: the value is never shown.
+ILLEGAL_HEADER: Final = "A request header name or value contains a control character (value not shown)."
+
+
+def control_character_header(headers: Mapping[str, str]) -> str | None:
+    """The name of the first header whose name or value holds CR, LF or another control character."""
+    for name, value in headers.items():
+        if _HEADER_CONTROL.search(name) or _HEADER_CONTROL.search(value):
+            return name
+    return None
 
 
 def check_path(path: str, *, allow_absolute_urls: bool) -> None:

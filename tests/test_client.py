@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -11,7 +12,7 @@ import pytest
 from fastapi_retry_http import Client, RetryPolicy
 from fastapi_retry_http._aiohttp import AiohttpTransport
 from fastapi_retry_http.exceptions import ClientClosedError, UnsafePathError
-from tests.servers import Reply, Upstream
+from tests.servers import RawServer, Reply, Upstream, ok
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
@@ -82,6 +83,23 @@ class TestRetriesCountedAtTheServer:
                 assert (response.status_code, await response.aread()) == (200, b"ok")
         assert sum(upstream.hits.values()) == 5 * 3 + 5 * 2 + 2
         assert len(upstream.client_ports) == 2
+
+    async def test_concurrency_is_bounded_by_max_connections(self) -> None:
+        in_flight = peak = 0
+
+        async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            nonlocal in_flight, peak
+            in_flight += 1
+            peak = max(peak, in_flight)
+            await asyncio.sleep(0.005)
+            in_flight -= 1
+            await ok(reader, writer)
+
+        async with RawServer(slow) as server, Client(server.url, limits=httpx.Limits(max_connections=10)) as c:
+            responses = await asyncio.gather(*(c.get(f"/{i}") for i in range(50)))
+        assert [r.status_code for r in responses] == [200] * 50
+        assert server.connections <= 10
+        assert peak <= 10
 
     async def test_stream_is_retried_until_the_headers_arrive(self, client: Client, upstream: Upstream) -> None:
         upstream.script("/export", 503, Reply(200, b"a" * 100_000))

@@ -79,6 +79,9 @@ class TestSettings:
             ({"base_url": "https://x.internal", "timeout": -1}, "timeout"),
             ({"base_url": "https://x.internal", "headers": {"A": 7}}, "headers.A"),
             ({"headers": {"Authorization": "s3cret-in-url"}}, "base_url"),
+            ({"base_url": "https://user:s3cret-in-url@x.internal"}, "base_url"),
+            ({"base_url": "https://x.internal/?key=s3cret-in-url"}, "base_url"),
+            ({"base_url": "https://x.internal", "headers": {"X-Api-Key": "s3cret\r\nX: 1"}}, "headers"),
         ],
     )
     def test_bad_settings_fail_early_naming_client_and_field_not_value(
@@ -101,6 +104,10 @@ class TestSettings:
         with pytest.raises(ConfigurationError, match="'shipping' could not be built"), TestClient(app):
             pass
         assert len(registry) == 0
+
+    def test_a_proxy_url_may_carry_its_credentials(self) -> None:
+        settings = ClientSettings(base_url="https://x.internal", proxy="http://user:pw@proxy.internal:3128")
+        assert "pw" not in repr(settings)
 
     def test_names_configured_twice_are_refused(self) -> None:
         with pytest.raises(ConfigurationError, match="configured twice"):

@@ -73,6 +73,26 @@ class TestKeepAliveRace:
         assert (server.connections, server.requests) == (1, 2)
 
 
+async def test_an_idle_connection_the_server_closed_is_replaced_without_a_retry(waits: list[float]) -> None:
+    """The FIN arrived while the connection sat in the pool: a new one is made, no attempt is spent."""
+    closed = asyncio.Event()
+
+    async def answer_then_close(reader: Reader, writer: Writer, n: int) -> None:
+        await ok(reader, writer)
+        if n == 1:
+            writer.close()  # what a keepalive_timeout does
+            await writer.wait_closed()
+            closed.set()
+
+    async with RawServer(answer_then_close) as server, Client(server.url, retry=RetryPolicy(attempts=1)) as c:
+        assert (await c.get("/first")).status_code == 200
+        await closed.wait()
+        for _ in range(5):
+            await asyncio.sleep(0)  # let the client's loop see the FIN
+        assert (await c.get("/second")).status_code == 200
+    assert (server.requests, server.connections, waits) == (2, 2, [])
+
+
 class TestBrokenBodies:
     @staticmethod
     async def reset_mid_body(reader: Reader, writer: Writer, n: int) -> None:

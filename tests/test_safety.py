@@ -80,6 +80,41 @@ class TestRedirects:
         assert hops == ["/moved", "/landing"]
 
 
+class TestHeaderInjection:
+    @pytest.mark.parametrize("headers", [{"X-A": "tok-secret\r\nInjected: 1"}, {"X-A\r\nB": "tok-secret"}])
+    async def test_crlf_in_a_call_header_fails_before_sending_without_echoing_it(
+        self, headers: dict[str, str], waits: list[float]
+    ) -> None:
+        async with RawServer(lambda r, w, n: ok(r, w)) as server, Client(server.url) as c:
+            with pytest.raises(httpx.LocalProtocolError) as caught:
+                await c.get("/x", headers=headers)
+        assert "tok-secret" not in f"{caught.value} {caught.value!r}"
+        assert (server.connections, server.requests, waits) == (0, 0, [])
+
+    async def test_crlf_set_on_the_client_later_is_refused_by_the_transport_without_echoing_it(self) -> None:
+        async with RawServer(lambda r, w, n: ok(r, w)) as server, Client(server.url) as c:
+            c.headers["X-A"] = "tok-secret\r\nInjected: 1"
+            with pytest.raises(httpx.LocalProtocolError) as caught:
+                await c.get("/x")
+        assert "tok-secret" not in f"{caught.value} {caught.value!r}"
+        assert server.requests == 0
+
+    def test_crlf_in_a_configured_header_fails_at_construction(self) -> None:
+        with pytest.raises(ValueError, match="'billing': header 'X-Api-Key' contains a control character") as caught:
+            Client("https://billing.internal", name="billing", headers={"X-Api-Key": "tok-secret\n"})
+        assert "tok-secret" not in str(caught.value)
+
+
+class TestRedirectLimits:
+    async def test_a_redirect_loop_ends_after_five_hops(self, upstream: Upstream) -> None:
+        for i in range(10):
+            upstream.script(f"/loop{i}", Reply(302, headers={"Location": f"/loop{i + 1}"}))
+        async with Client(upstream.url, follow_redirects=True) as c:
+            with pytest.raises(httpx.TooManyRedirects):
+                await c.get("/loop0")
+        assert sum(upstream.hits.values()) == 6
+
+
 def gzip_bomb(expanded: int) -> bytes:
     compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
     block = bytes(1 << 20)

@@ -156,7 +156,23 @@ class TestAttemptsByOutcome:
             with pytest.raises(httpx.ConnectError) as caught:
                 await c.get("/x")
         assert caught.value is last
+        assert caught.value.__notes__ == ["fastapi_retry_http: raised by attempt 3 of at most 3."]
         assert handler.attempts == 3
+
+    async def test_a_later_unretryable_error_says_which_attempt_raised_it(self) -> None:
+        handler = Scripted(503, httpx.PoolTimeout("pool full"), 200)
+        async with client(handler, RetryPolicy(attempts=5)) as c:
+            with pytest.raises(httpx.PoolTimeout) as caught:
+                await c.get("/x")
+        assert caught.value.__notes__ == ["fastapi_retry_http: raised by attempt 2 of at most 5."]
+
+    async def test_the_response_tells_how_many_attempts_it_took(self) -> None:
+        async with client(Scripted(503, 502, 200)) as c:
+            retried = await c.get("/x")
+        async with client(Scripted(200)) as c:
+            first_time = await c.get("/x")
+        assert retried.extensions["fastapi_retry_http.attempts"] == 3
+        assert "fastapi_retry_http.attempts" not in first_time.extensions
 
     async def test_attempts_one_disables_retries(self) -> None:
         handler = Scripted(503, 200)
