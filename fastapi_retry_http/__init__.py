@@ -9,6 +9,7 @@ from __future__ import annotations
 from importlib.metadata import version as _version
 
 from . import exceptions, testing
+from ._budget import RetryBudget
 from ._client import Client
 from ._fastapi import clients_lifespan, get_client
 from ._policy import RetryPolicy
@@ -21,6 +22,7 @@ __all__ = [
     "ClientRegistry",
     "ClientSettings",
     "PoolLimits",
+    "RetryBudget",
     "RetryPolicy",
     "RetryTransport",
     "__version__",
@@ -33,6 +35,14 @@ __all__ = [
 
 __version__ = _version("fastapi-retry-http")
 
-for _name in ("Client", "ClientRegistry", "ClientSettings", "PoolLimits", "RetryPolicy", "RetryTransport"):
+for _name in (
+    "Client",
+    "ClientRegistry",
+    "ClientSettings",
+    "PoolLimits",
+    "RetryBudget",
+    "RetryPolicy",
+    "RetryTransport",
+):
     # Show the public path in reprs, tracebacks and the docs, not the private module.
     globals()[_name].__module__ = __name__

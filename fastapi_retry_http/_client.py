@@ -14,12 +14,13 @@ import httpx
 from httpx._client import USE_CLIENT_DEFAULT, UseClientDefault
 from httpx._types import QueryParamTypes, RequestContent, RequestData, RequestFiles, TimeoutTypes
 
+from ._budget import RetryBudget
 from ._methods import HttpMethods
 from ._policy import RetryPolicy
 from ._redact import install_httpx_log_redactor
 from ._redirects import guard_redirect, remember_origin
 from ._settings import ClientSettings
-from ._transport import POLICY_EXTENSION, READ_BODY_EXTENSION, RetryTransport
+from ._transport import DEFAULT_BUDGET, POLICY_EXTENSION, READ_BODY_EXTENSION, RetryTransport
 from ._transports import Backend, default_transport
 from ._urls import ILLEGAL_HEADER, check_path, control_character_header
 from .exceptions import ClientClosedError, ConfigurationError
@@ -69,6 +70,8 @@ class Client(HttpMethods):
             default: several times faster, and it survives cancellation churn) or
             `"httpx"` (httpx's own; used anyway with `http2=True`). Ignored when
             `transport` is given.
+        retry_budget: Caps this client's retries at a share of its recent requests, so an
+            outage upstream does not triple the load on it; `None` for no cap.
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class Client(HttpMethods):
         max_response_bytes: int | None = None,
         allow_absolute_urls: bool = False,
         backend: Backend | None = None,
+        retry_budget: RetryBudget | None = DEFAULT_BUDGET,
     ) -> None:
         self.retry = retry if retry is not None else RetryPolicy()
         base = httpx.URL(base_url)
@@ -109,7 +113,9 @@ class Client(HttpMethods):
         if verify is False:
             logger.warning("%s: TLS certificate verification is off (verify=False).", self.name)
         install_httpx_log_redactor()
-        self._transport = RetryTransport(transport, self.retry, name=self.name, max_response_bytes=max_response_bytes)
+        self._transport = RetryTransport(
+            transport, self.retry, name=self.name, max_response_bytes=max_response_bytes, budget=retry_budget
+        )
         if max_response_bytes is not None:
             # Only encodings the size cap can decode incrementally (see _body.py).
             headers = {"Accept-Encoding": "gzip, deflate", **(headers or {})}

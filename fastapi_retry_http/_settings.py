@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, PositiveFloat, PositiveInt, TypeAdapter
 
+from ._budget import RetryBudget
 from ._policy import RetryPolicy
 from ._urls import control_character_header
 
@@ -101,6 +102,8 @@ class ClientSettings(BaseModel):
         retry: The retry policy, [`RetryPolicy`][fastapi_retry_http.RetryPolicy] itself.
         backend: The connection pool: `aiohttp` or `httpx`; unset means the library's
             default (`aiohttp`).
+        retry_budget: Caps retries at a share of recent requests
+            ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `null` for no cap.
     """
 
     model_config = _FORBID
@@ -116,6 +119,7 @@ class ClientSettings(BaseModel):
     max_response_bytes: PositiveInt | None = None
     retry: RetryPolicy = RetryPolicy()
     backend: Literal["aiohttp", "httpx"] | None = None
+    retry_budget: RetryBudget | None = RetryBudget()
 
     def client_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `Client` these settings stand for."""
@@ -131,4 +135,5 @@ class ClientSettings(BaseModel):
             "max_response_bytes": self.max_response_bytes,
             "retry": self.retry,
             "backend": self.backend,
+            "retry_budget": self.retry_budget,
         }

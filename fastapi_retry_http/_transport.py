@@ -15,7 +15,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final
 
 import httpx
@@ -25,6 +25,7 @@ from tenacity import RetryCallState as _RetryCallState
 
 from . import _testing_state
 from ._body import LimitedStream
+from ._budget import BudgetCounter, RetryBudget
 from ._policy import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
 from .exceptions import DeadlineExceeded, ResponseTooLargeError
 
@@ -45,6 +46,9 @@ ATTEMPTS_EXTENSION: Final = "fastapi_retry_http.attempts"
 #: How much of a discarded streamed response is read so its connection can be reused; a larger
 #: body is cut off by closing the connection instead.
 DRAIN_LIMIT: Final = 64 * 1024
+
+#: The budget every client gets unless told otherwise.
+DEFAULT_BUDGET: Final = RetryBudget()
 
 SleepFn = Callable[[float], Awaitable[None]]
 
@@ -70,6 +74,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
         clock: Monotonic seconds, used for the deadline (default `time.monotonic`, plus the
             waits skipped in no-sleep mode).
         random: Draws in [0, 1) for the jitter (default `random.random`).
+        budget: Caps retries at a share of recent requests
+            ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `None` for no cap.
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
         sleep: SleepFn | None = None,
         clock: Callable[[], float] = _testing_state.monotonic,
         random: Callable[[], float] = random.random,
+        budget: RetryBudget | None = DEFAULT_BUDGET,
     ) -> None:
         self.inner = inner if inner is not None else httpx.AsyncHTTPTransport()
         self.policy = policy if policy is not None else RetryPolicy()
@@ -91,13 +98,22 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self._clock = clock
         self._random = random
         self._deadlines = _Deadlines()
+        # httpx's own pool must not see cancellation mid-attempt (see CancelSafeTransport).
+        self._shield: Callable[[Coroutine[Any, Any, httpx.Response]], Awaitable[httpx.Response]] | None = getattr(
+            self.inner, "shield", None
+        )
+        self._budget = None if budget is None else BudgetCounter(budget, clock)
+        self._budget_warned_at = -math.inf
 
     async def aclose(self) -> None:
         await self.inner.aclose()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         policy: RetryPolicy = request.extensions.get(POLICY_EXTENSION, self.policy)
-        deadline_at = None if policy.deadline is None else self._clock() + policy.deadline
+        now = self._clock()
+        if self._budget is not None:
+            self._budget.sent(now)
+        deadline_at = None if policy.deadline is None else now + policy.deadline
         retryable = policy.attempts > 1 and isinstance(request.stream, httpx.ByteStream | MultipartStream)
         try:
             response = await self._attempt(request, deadline_at)
@@ -112,16 +128,20 @@ class RetryTransport(httpx.AsyncBaseTransport):
             first = _Outcome(response=response)
         return await self._retry(request, policy, deadline_at, first)
 
+    def _sending(self, request: httpx.Request) -> Awaitable[httpx.Response]:
+        sending = self._send(request)
+        return sending if self._shield is None else self._shield(sending)
+
     async def _attempt(self, request: httpx.Request, deadline_at: float | None) -> httpx.Response:
         if deadline_at is None:
-            return await self._send(request)
+            return await self._sending(request)
         remaining = deadline_at - self._clock()
         if remaining <= 0:
             raise DeadlineExceeded("The retry deadline passed before the attempt started.", request=request)
         # A slow drip never trips httpx's per-read timeout; the deadline bounds the attempt.
         expiry = self._deadlines.watch(remaining)
         try:
-            return await self._send(request)
+            return await self._sending(request)
         except asyncio.CancelledError:
             if expiry.fired and expiry.task.uncancel() == 0:
                 raise DeadlineExceeded("The retry deadline passed during the attempt.", request=request) from None
@@ -154,6 +174,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
     ) -> httpx.Response:
         pending = [first]
         made = 1
+        over_budget = False
 
         async def attempt() -> httpx.Response:
             nonlocal made
@@ -182,10 +203,14 @@ class RetryTransport(httpx.AsyncBaseTransport):
             return policy.backoff(state.attempt_number, self._random())
 
         def stop(state: _RetryCallState) -> bool:
+            nonlocal over_budget
             if state.attempt_number >= policy.attempts or not math.isfinite(state.upcoming_sleep):
                 return True
             # A wait that ends past the deadline would only delay the same answer.
-            return deadline_at is not None and self._clock() + state.upcoming_sleep >= deadline_at
+            if deadline_at is not None and self._clock() + state.upcoming_sleep >= deadline_at:
+                return True
+            over_budget = self._budget is not None and not self._budget.try_retry()
+            return over_budget
 
         async def before_sleep(state: _RetryCallState) -> None:
             outcome = state.outcome
@@ -211,10 +236,26 @@ class RetryTransport(httpx.AsyncBaseTransport):
             response: httpx.Response = await retrying(attempt)
         except Exception as error:
             # The original error, not wrapped; the note tells how far the retries got.
-            error.add_note(f"fastapi_retry_http: raised by attempt {made} of at most {policy.attempts}.")
+            budget_note = " (retry budget spent)" if over_budget else ""
+            error.add_note(f"fastapi_retry_http: raised by attempt {made} of at most {policy.attempts}{budget_note}.")
             raise
+        finally:
+            if over_budget:
+                self._warn_over_budget()
         response.extensions[ATTEMPTS_EXTENSION] = made
         return response
+
+    def _warn_over_budget(self) -> None:
+        # Once per budget window: during an outage every call would say the same.
+        now = self._clock()
+        assert self._budget is not None
+        if now - self._budget_warned_at >= self._budget.window:
+            self._budget_warned_at = now
+            logger.warning(
+                "%s: retry budget spent; failing calls are not retried until it refills.",
+                self.name,
+                extra={"client": self.name},
+            )
 
 
 class _Expiry:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+from collections.abc import Coroutine
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
@@ -65,12 +66,13 @@ class CancelSafeTransport(httpx.AsyncBaseTransport):
 
     httpcore 1.0 can lose a pool slot for good when a request is cancelled mid-flight (with
     `max_connections=2`, 20 rounds of 10 cancelled requests ended in a permanent
-    `PoolTimeout` in 1 run of 8, measured). Here the caller's cancellation is never delivered
-    inside httpcore: the caller stops waiting at once, the request finishes in the background
-    (bounded by `BACKGROUND_LIMIT`) and its response is closed, which frees the slot.
+    `PoolTimeout` in 1 run of 8, measured). `RetryTransport` runs each attempt on this
+    transport, body read included, through `shield()`: the caller's cancellation is never
+    delivered inside httpcore. The caller stops waiting at once; the attempt finishes in the
+    background (cut after `BACKGROUND_LIMIT`) and its response is closed, which frees the slot.
     """
 
-    #: Seconds a cancelled request may go on in the background before it is cut.
+    #: Seconds a cancelled attempt may go on in the background before it is cut.
     BACKGROUND_LIMIT = 30.0
 
     def __init__(self, inner: httpx.AsyncHTTPTransport) -> None:
@@ -78,14 +80,19 @@ class CancelSafeTransport(httpx.AsyncBaseTransport):
         self._background: set[asyncio.Task[httpx.Response]] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        task = asyncio.ensure_future(self.inner.handle_async_request(request))
         try:
-            return await asyncio.shield(task)
+            return await self.inner.handle_async_request(request)
         except httpx.LocalProtocolError as error:
             if "header" not in str(error).lower():
                 raise
             # h11 quotes the offending header value, and header values are credentials.
             raise httpx.LocalProtocolError(ILLEGAL_HEADER, request=request) from None
+
+    async def shield(self, attempt: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
+        """Run `attempt` where the caller's cancellation cannot reach it."""
+        task = asyncio.ensure_future(attempt)
+        try:
+            return await asyncio.shield(task)
         except asyncio.CancelledError:
             self._background.add(task)
             task.add_done_callback(self._finished)

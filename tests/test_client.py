@@ -70,7 +70,7 @@ class TestRetriesCountedAtTheServer:
         big = b"x" * 200_000  # larger than any socket buffer: it must be read to free the connection
         limits = httpx.Limits(max_connections=1)
         timeout = httpx.Timeout(5.0, pool=0.5)
-        async with Client(upstream.url, limits=limits, timeout=timeout) as c:
+        async with Client(upstream.url, limits=limits, timeout=timeout, retry_budget=None) as c:
             for round_ in range(5):
                 upstream.script(f"/big{round_}", Reply(503, big), Reply(503, big))
                 assert (await c.get(f"/big{round_}")).status_code == 200

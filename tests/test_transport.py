@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from fastapi_retry_http import Client, RetryPolicy, RetryTransport
+from fastapi_retry_http import Client, RetryBudget, RetryPolicy, RetryTransport
 from fastapi_retry_http.exceptions import DeadlineExceeded
 
 pytestmark = pytest.mark.anyio
@@ -423,9 +424,62 @@ class TestNoSleepModes:
         readings = iter([0.0, 0.0, 0.0, 31.0])  # start, attempt 1, stop check, attempt 2
         handler = Scripted(503, 200)
         transport = RetryTransport(
-            httpx.MockTransport(handler), RetryPolicy(deadline=30.0), clock=lambda: next(readings)
+            httpx.MockTransport(handler), RetryPolicy(deadline=30.0), clock=lambda: next(readings), budget=None
         )
         async with httpx.AsyncClient(transport=transport) as c:
             with pytest.raises(DeadlineExceeded, match="before the attempt started"):
                 await c.get("http://upstream/x")
         assert handler.attempts == 1
+
+
+class TestRetryBudget:
+    @staticmethod
+    async def storm(budget: RetryBudget | None) -> int:
+        """100 concurrent GETs against an upstream that always answers 503; upstream requests seen."""
+        handler = Scripted(503)
+        async with client(handler, retry_budget=budget) as c:
+            await asyncio.gather(*(c.get(f"/{i}") for i in range(100)))
+        return handler.attempts
+
+    async def test_a_storm_is_capped_at_the_budget(self, caplog: pytest.LogCaptureFixture) -> None:
+        assert await self.storm(None) == 300
+        assert await self.storm(RetryBudget()) <= 100 + 10 + 20
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        assert warnings == ["upstream: retry budget spent; failing calls are not retried until it refills."]
+
+    async def test_a_quiet_client_always_gets_its_retries(self) -> None:
+        handler = Scripted(503, 503, 200)
+        async with client(handler, retry_budget=RetryBudget(ratio=0.0, min_retries=2)) as c:
+            assert (await c.get("/x")).status_code == 200
+        assert handler.attempts == 3
+
+    async def test_a_denied_retry_returns_at_once_with_a_note_on_errors(self) -> None:
+        handler = Scripted(httpx.ConnectError("refused"))
+        async with client(handler, retry_budget=RetryBudget(ratio=0.0, min_retries=0)) as c:
+            with pytest.raises(httpx.ConnectError) as caught:
+                await c.get("/x")
+        assert handler.attempts == 1
+        assert caught.value.__notes__ == ["fastapi_retry_http: raised by attempt 1 of at most 3 (retry budget spent)."]
+
+    async def test_the_budget_refills_as_the_window_moves_on(self) -> None:
+        now = [1000.0]
+        handler = Scripted(503)
+        budget = RetryBudget(ratio=0.0, min_retries=2, window=10.0)
+        transport = RetryTransport(
+            httpx.MockTransport(handler), RetryPolicy(deadline=None), clock=lambda: now[0], budget=budget
+        )
+        async with httpx.AsyncClient(transport=transport) as c:
+            await c.get("http://upstream/a")  # 1 request + 2 retries: the budget is spent
+            await c.get("http://upstream/b")  # no retry left
+            assert handler.attempts == 4
+            now[0] += 10.0
+            await c.get("http://upstream/c")  # the window moved on: 2 retries again
+        assert handler.attempts == 7
+
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [("ratio", -0.1), ("ratio", math.inf), ("min_retries", -1), ("min_retries", True), ("window", 0)],
+    )
+    def test_nonsense_is_refused(self, field: str, value: object) -> None:
+        with pytest.raises(ValueError, match=f"RetryBudget.{field}"):
+            RetryBudget(**{field: value})  # type: ignore[arg-type]

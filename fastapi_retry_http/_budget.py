@@ -1,0 +1,84 @@
+"""
+The retry budget: retries are a small share of a client's traffic, so an outage upstream is
+not met with three times the load.
+
+Without a budget, N callers hitting a failing upstream with 3 attempts each send 3N requests,
+exactly when it can least take them (a retry storm). Finagle, Envoy and gRPC cap retries at a
+share of recent requests; this is the same idea, per client, in memory.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["RetryBudget"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudget:
+    """
+    At most `min_retries + ratio * requests` retries per `window` seconds, per client.
+
+    The default lets any client retry a little (10 retries in 10 s, enough for a quiet
+    service) and a busy one add 20% on top of its traffic, never 200%. When the budget is
+    spent, a call that would retry returns its response or raises its error at once, with a
+    note saying so.
+
+    Attributes:
+        ratio: Retries allowed per request sent, over the window.
+        min_retries: Retries allowed per window whatever the traffic.
+        window: Seconds of history the budget looks at.
+    """
+
+    ratio: float = 0.2
+    min_retries: int = 10
+    window: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not (self.ratio >= 0 and math.isfinite(self.ratio)):
+            raise ValueError("RetryBudget.ratio must be a finite number, zero or more")
+        if isinstance(self.min_retries, bool) or not isinstance(self.min_retries, int) or self.min_retries < 0:
+            raise ValueError("RetryBudget.min_retries must be an integer, zero or more")
+        if not (self.window > 0 and math.isfinite(self.window)):
+            raise ValueError("RetryBudget.window must be a positive number of seconds")
+
+
+class BudgetCounter:
+    """Requests and retries over the last `window` seconds, in ten rolling buckets."""
+
+    BUCKETS = 10
+
+    __slots__ = ("_budget", "_clock", "_current", "_requests", "_retries", "_width", "window")
+
+    def __init__(self, budget: RetryBudget, clock: Callable[[], float]) -> None:
+        self._budget = budget
+        self._clock = clock
+        self.window = budget.window
+        self._width = budget.window / self.BUCKETS
+        self._requests = [0] * self.BUCKETS
+        self._retries = [0] * self.BUCKETS
+        self._current = 0
+
+    def _bucket(self, now: float) -> int:
+        index = int(now / self._width)
+        if index != self._current:
+            # Empty the buckets that time has passed over since the last call.
+            for stale in range(max(self._current + 1, index - self.BUCKETS + 1), index + 1):
+                self._requests[stale % self.BUCKETS] = 0
+                self._retries[stale % self.BUCKETS] = 0
+            self._current = index
+        return index % self.BUCKETS
+
+    def sent(self, now: float) -> None:
+        """Count a request (its first attempt) sent at `now`."""
+        self._requests[self._bucket(now)] += 1
+
+    def try_retry(self) -> bool:
+        """Take one retry from the budget, if it has one."""
+        bucket = self._bucket(self._clock())
+        if sum(self._retries) >= self._budget.min_retries + self._budget.ratio * sum(self._requests):
+            return False
+        self._retries[bucket] += 1
+        return True
