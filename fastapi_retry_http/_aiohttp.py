@@ -44,6 +44,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
       sent; a connection lost afterwards is `RemoteProtocolError` or `ReadError`.
     - Bodies are not decompressed here: httpx decodes them, so `max_response_bytes`
       counts decoded bytes the same on every transport.
+    - Limits: `max_connections` bounds connections in use (a request waits for a slot up to
+      the pool timeout), `keepalive_expiry` closes idle ones. `max_keepalive_connections` is
+      not enforced separately: idle connections are bounded by `max_connections`.
     - HTTP/1.1 only; `Client(http2=True)` uses httpx's transport.
     """
 
