@@ -139,15 +139,15 @@ class RetryTransport(httpx.AsyncBaseTransport):
         if remaining <= 0:
             raise DeadlineExceeded("The retry deadline passed before the attempt started.", request=request)
         # A slow drip never trips httpx's per-read timeout; the deadline bounds the attempt.
-        expiry = self._deadlines.watch(remaining)
+        task = self._deadlines.watch(remaining)
         try:
             return await self._sending(request)
         except asyncio.CancelledError:
-            if expiry.fired and expiry.task.uncancel() == 0:
+            if task in self._deadlines.fired and task.uncancel() == 0:
                 raise DeadlineExceeded("The retry deadline passed during the attempt.", request=request) from None
             raise
         finally:
-            self._deadlines.unwatch(expiry)
+            self._deadlines.unwatch(task)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
         started = time.perf_counter()
@@ -258,21 +258,6 @@ class RetryTransport(httpx.AsyncBaseTransport):
             )
 
 
-class _Expiry:
-    """One attempt's deadline: cancels the attempt's task when it passes, and remembers that it did."""
-
-    __slots__ = ("at", "fired", "task")
-
-    def __init__(self, task: asyncio.Task[Any], at: float) -> None:
-        self.task = task
-        self.at = at
-        self.fired = False
-
-    def fire(self) -> None:
-        self.fired = True
-        self.task.cancel()
-
-
 class _Deadlines:
     """
     The deadlines of a transport's attempts in flight, behind a single event-loop timer.
@@ -281,30 +266,33 @@ class _Deadlines:
     dozen requests in flight, most of the retry layer's cost on the success path (measured):
     each one is pushed on and cleaned off the loop's heap. Attempts started later have later
     deadlines, so one timer set for the earliest deadline is seldom moved: when it fires, it
-    cancels what is due and re-arms for the next.
+    cancels the tasks whose deadline passed and re-arms for the next.
     """
 
-    __slots__ = ("_loop", "_timer", "_timer_at", "_watched")
+    __slots__ = ("_loop", "_timer", "_timer_at", "_watched", "fired")
 
     def __init__(self) -> None:
-        self._watched: set[_Expiry] = set()
+        self._watched: dict[asyncio.Task[Any], float] = {}
+        #: Tasks this cancelled because their deadline passed.
+        self.fired: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def watch(self, seconds: float) -> _Expiry:
-        """Cancel the current task in `seconds` unless `unwatch` comes first."""
+    def watch(self, seconds: float) -> asyncio.Task[Any]:
+        """Cancel the current task in `seconds` unless `unwatch` comes first; returns the task."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task(loop)
         assert task is not None
-        expiry = _Expiry(task, loop.time() + seconds)
-        self._watched.add(expiry)
-        if expiry.at < self._timer_at or loop is not self._loop:
-            self._arm(loop, expiry.at)
-        return expiry
+        at = self._watched[task] = loop.time() + seconds
+        if at < self._timer_at or loop is not self._loop:
+            self._arm(loop, at)
+        return task
 
-    def unwatch(self, expiry: _Expiry) -> None:
-        self._watched.discard(expiry)
+    def unwatch(self, task: asyncio.Task[Any]) -> None:
+        """Stop watching `task`."""
+        del self._watched[task]
+        self.fired.discard(task)
 
     def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
         if self._timer is not None:
@@ -316,11 +304,13 @@ class _Deadlines:
         assert self._loop is not None
         self._timer, self._timer_at = None, math.inf
         now = self._loop.time() + 0.001  # the loop may run a timer a hair before its time
-        for expiry in [e for e in self._watched if e.at <= now]:
-            self._watched.discard(expiry)
-            expiry.fire()
-        if self._watched:
-            self._arm(self._loop, min(e.at for e in self._watched))
+        for task, at in self._watched.items():
+            if at <= now and task not in self.fired:
+                self.fired.add(task)
+                task.cancel()
+        pending = [at for task, at in self._watched.items() if task not in self.fired]
+        if pending:
+            self._arm(self._loop, min(pending))
 
 
 class _Outcome:

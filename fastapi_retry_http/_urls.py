@@ -10,6 +10,7 @@ I/O.
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Mapping
 from typing import Final
 
@@ -20,6 +21,8 @@ _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 # Percent-encoded "." and "/": servers decode them, so they count as the real thing.
 _ENCODED_DOT: Final = re.compile(r"%2e", re.IGNORECASE)
 _ENCODED_SLASH: Final = re.compile(r"%2f", re.IGNORECASE)
+# Paths made only of these cannot carry a scheme, a dot segment, an escape or a control character.
+_PLAIN: Final = frozenset(string.ascii_letters + string.digits + "-_~/")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 # Tab is legal inside a header value; every other control character splits or corrupts it.
 _HEADER_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
@@ -45,6 +48,8 @@ def check_path(path: str, *, allow_absolute_urls: bool) -> None:
     (`https://other/`, `https:/x`, `mailto:`) unless `allow_absolute_urls`, and `..`
     segments, raw or `%2e`-encoded, that climb above the base path at any point.
     """
+    if _PLAIN.issuperset(path) and not path.startswith("//"):
+        return  # the common case, checked in one pass: nothing here can leave the base
     if _CONTROL.search(path):
         raise UnsafePathError("Request path contains a control character.")
     resource = path.split("?", 1)[0].split("#", 1)[0]

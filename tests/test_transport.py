@@ -443,9 +443,10 @@ class TestRetryBudget:
 
     async def test_a_storm_is_capped_at_the_budget(self, caplog: pytest.LogCaptureFixture) -> None:
         assert await self.storm(None) == 300
-        assert await self.storm(RetryBudget()) <= 100 + 10 + 20
+        assert await self.storm(RetryBudget()) <= 100 + 10 + 50
+        assert await self.storm(RetryBudget(ratio=0.2)) <= 100 + 10 + 20
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-        assert warnings == ["upstream: retry budget spent; failing calls are not retried until it refills."]
+        assert warnings == ["upstream: retry budget spent; failing calls are not retried until it refills."] * 2
 
     async def test_a_quiet_client_always_gets_its_retries(self) -> None:
         handler = Scripted(503, 503, 200)
