@@ -6,6 +6,7 @@ Everything public is importable from here; `exceptions` and `testing` are public
 
 from __future__ import annotations
 
+import inspect as _inspect
 from importlib.metadata import version as _version
 
 from . import exceptions, testing
@@ -35,14 +36,8 @@ __all__ = [
 
 __version__ = _version("fastapi-retry-http")
 
-for _name in (
-    "Client",
-    "ClientRegistry",
-    "ClientSettings",
-    "PoolLimits",
-    "RetryBudget",
-    "RetryPolicy",
-    "RetryTransport",
-):
-    # Show the public path in reprs, tracebacks and the docs, not the private module.
-    globals()[_name].__module__ = __name__
+for _name in __all__:
+    _public = globals()[_name]
+    if isinstance(_public, type) or _inspect.isfunction(_public):
+        # Show the public path in reprs, tracebacks and the docs, not the private module.
+        _public.__module__ = __name__

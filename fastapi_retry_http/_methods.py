@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
@@ -17,21 +17,8 @@ __all__ = ["HttpMethods"]
 class HttpMethods:
     """`get`, `head`, `options`, `delete`, `post`, `put` and `patch`, over `request()`."""
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: QueryParamTypes | None = None,
-        content: RequestContent | None = None,
-        json: Any = None,
-        data: RequestData | None = None,
-        files: RequestFiles | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
-        retry: RetryPolicy | None = None,
-    ) -> httpx.Response:
-        raise NotImplementedError
+    #: Provided by `Client`; every shortcut below is this with its method filled in.
+    request: Callable[..., Awaitable[httpx.Response]]
 
     async def get(
         self,
