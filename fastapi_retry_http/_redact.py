@@ -13,16 +13,20 @@ from typing import Final
 
 import httpx
 
-__all__ = ["HttpxLogRedactor", "install_httpx_log_redactor", "loggable_url"]
+__all__ = ["HttpxLogRedactor", "install_httpx_log_redactor", "loggable_url", "url_without_query"]
 
 REDACTED: Final = "[redacted]"
 
 
+def url_without_query(url: httpx.URL) -> str:
+    """Scheme, host, port and path only: query values and userinfo may carry secrets."""
+    return f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
+
+
 def loggable_url(url: httpx.URL) -> str:
     """`url` without userinfo or fragment, query values replaced by a marker (keys stay: they help debugging)."""
-    netloc = url.netloc.decode("ascii")
     query = "&".join(f"{key}={REDACTED}" for key in url.params)
-    return f"{url.scheme}://{netloc}{url.path}" + (f"?{query}" if query else "")
+    return url_without_query(url) + (f"?{query}" if query else "")
 
 
 class HttpxLogRedactor(logging.Filter):

@@ -27,6 +27,7 @@ from . import _testing_state
 from ._body import LimitedStream
 from ._budget import BudgetCounter, RetryBudget
 from ._policy import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
+from ._redact import url_without_query
 from .exceptions import DeadlineExceeded, ResponseTooLargeError
 
 __all__ = ["RetryTransport"]
@@ -357,9 +358,7 @@ async def _discard(response: httpx.Response) -> None:
 
 
 def _log_retry(name: str, request: httpx.Request, attempt: int, attempts: int, reason: str, wait: float) -> None:
-    url = request.url
-    # Scheme, host, port and path only: query values and userinfo may carry secrets.
-    where = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
+    where = url_without_query(request.url)
     logger.info(
         "%s: %s %s failed (%s) on attempt %d/%d; retrying in %.3fs",
         name,
