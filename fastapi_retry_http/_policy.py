@@ -8,6 +8,7 @@ Nothing here does I/O or keeps state, so every rule is tested with plain tables.
 from __future__ import annotations
 
 import math
+import re
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +44,10 @@ _DISCONNECT_MARKERS: Final = (
     "connectionterminated",
     "streamreset",
 )
+
+
+# RFC 9110's obsolete asctime date ("Sun Nov  6 08:49:37 1994"): GMT, with no zone written.
+_ASCTIME: Final = re.compile(r"[A-Za-z]{3} [A-Za-z]{3} [ \d]\d \d\d:\d\d:\d\d \d{4}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +138,18 @@ class RetryPolicy:
 
         `random` is a draw from [0, 1), used only with jitter.
         """
-        # Capping the exponent keeps a long run of retries from overflowing a float.
-        exponent = min(retry_number - 1, 64)
-        ceiling = min(self.wait_max, self.wait_initial * self.wait_exp_base**exponent)
+        # `and`: a zero initial wait stays zero (0 * inf would be nan).
+        grown = self.wait_initial and self.wait_initial * _power(self.wait_exp_base, retry_number - 1)
+        ceiling = min(self.wait_max, grown)
         return ceiling * random if self.jitter else ceiling
+
+
+def _power(base: float, exponent: int) -> float:
+    """`base ** exponent`, or infinity where that overflows a float (`1e6 ** 60` does)."""
+    try:
+        return base**exponent
+    except OverflowError:
+        return math.inf
 
 
 def error_phase(error: BaseException) -> str:
@@ -191,7 +204,11 @@ def parse_retry_after(value: str, now: datetime | None = None) -> float | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
-        # RFC 9110 dates are in GMT; email.utils drops the zone for "-0000".
+        # email.utils gives no zone for "-0000", for an unknown zone name and for no zone at
+        # all. "-0000" and asctime's zone-less form are GMT by definition; anything else
+        # would be a guess at the server's clock.
+        if not (value.endswith("-0000") or _ASCTIME.fullmatch(value)):
+            return None
         when = when.replace(tzinfo=UTC)
     now = now or datetime.now(UTC)
     return max(0.0, (when - now).total_seconds())

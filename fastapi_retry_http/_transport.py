@@ -48,6 +48,9 @@ ATTEMPTS_EXTENSION: Final = "fastapi_retry_http.attempts"
 #: body is cut off by closing the connection instead.
 DRAIN_LIMIT: Final = 64 * 1024
 
+#: How many characters of an unusable `Retry-After` value a warning quotes.
+RETRY_AFTER_SHOWN: Final = 40
+
 #: The budget every client gets unless told otherwise.
 DEFAULT_BUDGET: Final = RetryBudget()
 
@@ -197,7 +200,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
             if state.attempt_number >= policy.attempts:
                 return 0.0  # tenacity asks for the wait before it asks stop(); none follows.
             if not outcome.failed:
-                delay = _retry_after(outcome.result())
+                delay = _retry_after(outcome.result(), self.name)
                 if delay is not None:
                     # Beyond the cap the server asks for more patience than we have: stop.
                     return delay if delay <= policy.retry_after_max else math.inf
@@ -335,11 +338,25 @@ def _last_outcome(state: _RetryCallState) -> Any:
     return state.outcome.result()
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def _retry_after(response: httpx.Response, name: str) -> float | None:
     if response.status_code not in RETRY_AFTER_STATUSES:
         return None
     header = response.headers.get("retry-after")
-    return None if header is None else parse_retry_after(header)
+    if header is None:
+        return None
+    delay = parse_retry_after(header)
+    if delay is None:
+        # As urllib3 and httpx-retries do: an upstream sending these wants to hear about it.
+        # The value is the server's, not a secret of ours; shown cut short and escaped.
+        shown = ascii(header[:RETRY_AFTER_SHOWN]) + ("..." if len(header) > RETRY_AFTER_SHOWN else "")
+        logger.warning(
+            "%s: unusable Retry-After %s on a %d response; using the backoff instead.",
+            name,
+            shown,
+            response.status_code,
+            extra={"client": name, "retry_after": shown, "status_code": response.status_code},
+        )
+    return delay
 
 
 async def _discard(response: httpx.Response) -> None:

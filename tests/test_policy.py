@@ -153,6 +153,14 @@ class TestBackoff:
     def test_huge_retry_numbers_do_not_overflow(self) -> None:
         assert RetryPolicy(jitter=False).backoff(100_000, 0.5) == 10.0
 
+    @pytest.mark.parametrize("retry_number", [1, 2, 3, 60, 100_000])
+    def test_a_huge_growth_factor_is_capped_not_an_overflow(self, retry_number: int) -> None:
+        policy = RetryPolicy(wait_exp_base=1e6, wait_max=60, jitter=False)
+        assert policy.backoff(retry_number, 0.5) == (0.1 if retry_number == 1 else 60.0)
+
+    def test_a_zero_initial_wait_stays_zero(self) -> None:
+        assert RetryPolicy(wait_initial=0, wait_exp_base=1e6, jitter=False).backoff(100, 0.5) == 0.0
+
 
 class TestRetryAfter:
     @pytest.mark.parametrize(
@@ -173,6 +181,13 @@ class TestRetryAfter:
     @pytest.mark.parametrize("value", ["-1", "+1", "1.0", "1e3", "abc", "", "\xb2", "Tue, 99 Foo 2026"])
     def test_garbage_is_ignored(self, value: str) -> None:
         assert parse_retry_after(value, now=NOW) is None
+
+    @pytest.mark.parametrize("value", ["Wed, 21 Oct 2026 07:28:00", "Wed, 21 Oct 2026 07:28:00 XYZ"])
+    def test_a_date_without_a_zone_is_unusable(self, value: str) -> None:
+        assert parse_retry_after(value, now=NOW) is None
+
+    def test_asctime_dates_are_gmt(self) -> None:
+        assert parse_retry_after("Tue Nov 24 12:00:05 2026", now=NOW) == 5.0
 
     def test_absurdly_long_number_is_infinite_not_an_overflow(self) -> None:
         assert float("inf") == parse_retry_after("9" * 400, now=NOW)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fastapi_retry_http import Client, RetryBudget, RetryPolicy, RetryTransport
+from fastapi_retry_http import Client, RetryBudget, RetryPolicy, RetryTransport, _testing_state
 from fastapi_retry_http.exceptions import DeadlineExceeded
 
 pytestmark = pytest.mark.anyio
@@ -251,11 +251,36 @@ class TestWaits:
             assert (await c.get("/x")).status_code == 200
         assert waits == [0.1]
 
-    async def test_retry_after_beyond_the_cap_returns_the_response_at_once(self, waits: list[float]) -> None:
-        handler = Scripted(lambda r: httpx.Response(429, headers={"Retry-After": "61"}), 200)
-        async with client(handler) as c:
+    @pytest.mark.parametrize(("value", "expected"), [("60", (200, 2, [60.0])), ("61", (429, 1, []))])
+    async def test_retry_after_beyond_the_cap_returns_the_response_at_once(
+        self, value: str, expected: tuple[int, int, list[float]], waits: list[float]
+    ) -> None:
+        # No deadline, so that only the cap (60 s by default) decides.
+        handler = Scripted(lambda r: httpx.Response(429, headers={"Retry-After": value}), 200)
+        async with client(handler, RetryPolicy(deadline=None)) as c:
             response = await c.get("/x")
-        assert (response.status_code, handler.attempts, waits) == (429, 1, [])
+        assert (response.status_code, handler.attempts, waits) == expected
+
+    @pytest.mark.parametrize(
+        ("value", "shown"),
+        [
+            ("soon", "'soon'"),
+            ("Wed, 21 Oct 2026 07:28:00", "'Wed, 21 Oct 2026 07:28:00'"),
+            ("1\x1b[31m" + "9" * 100, "'1\\x1b[31m" + "9" * 34 + "'..."),
+        ],
+    )
+    async def test_an_unusable_retry_after_is_named_in_one_warning(
+        self, value: str, shown: str, waits: list[float], caplog: pytest.LogCaptureFixture
+    ) -> None:
+        handler = Scripted(lambda r: httpx.Response(503, headers={"Retry-After": value}), 200)
+        async with client(handler, RetryPolicy(jitter=False)) as c:
+            assert (await c.get("/x")).status_code == 200
+        assert waits == [0.1]
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert [r.getMessage() for r in warnings] == [
+            f"upstream: unusable Retry-After {shown} on a 503 response; using the backoff instead."
+        ]
+        assert warnings[0].client == "upstream"  # type: ignore[attr-defined]
 
     async def test_retry_after_beyond_the_deadline_returns_the_response_at_once(self, waits: list[float]) -> None:
         handler = Scripted(lambda r: httpx.Response(503, headers={"Retry-After": "20"}), 200)
@@ -395,10 +420,15 @@ class TestTransportDirectly:
         assert handler.attempts == 2
 
     async def test_closes_the_inner_transport(self) -> None:
-        inner = httpx.AsyncHTTPTransport()
-        transport = RetryTransport(inner)
+        closed: list[bool] = []
+
+        class Inner(httpx.MockTransport):
+            async def aclose(self) -> None:
+                closed.append(True)
+
+        transport = RetryTransport(Inner(Scripted(200)))
         await transport.aclose()
-        assert inner._pool.connections == []
+        assert closed == [True]
 
     async def test_default_inner_and_policy(self) -> None:
         transport = RetryTransport()
@@ -408,17 +438,22 @@ class TestTransportDirectly:
 
 
 class TestNoSleepModes:
-    async def test_set_no_sleep_skips_waits_process_wide(self) -> None:
+    async def test_set_no_sleep_skips_waits_process_wide(self, waits: list[float]) -> None:
         from fastapi_retry_http.testing import set_no_sleep
 
         handler = Scripted(503, 200)
-        set_no_sleep(True)
+        skipped = _testing_state.skipped
+        set_no_sleep(True)  # replaces the recording no_sleep() of the autouse `waits` fixture
         try:
-            async with client(handler, RetryPolicy(wait_initial=3600, jitter=False)) as c:
-                assert (await c.get("/x")).status_code == 200
+            async with client(handler, RetryPolicy(wait_initial=3600, wait_max=3600, jitter=False, deadline=None)) as c:
+                async with asyncio.timeout(5):  # a real hour-long wait would end here
+                    assert (await c.get("/x")).status_code == 200
         finally:
             set_no_sleep(False)
         assert handler.attempts == 2
+        assert waits == []  # the fixture's recorder was not the one in use
+        assert _testing_state.skipped - skipped == 3600  # the wait was skipped, and counted
+        assert _testing_state.sleep is None
 
     async def test_a_deadline_passed_between_attempts_raises_before_sending(self) -> None:
         readings = iter([0.0, 0.0, 0.0, 31.0])  # start, attempt 1, stop check, attempt 2
@@ -443,10 +478,23 @@ class TestRetryBudget:
 
     async def test_a_storm_is_capped_at_the_budget(self, caplog: pytest.LogCaptureFixture) -> None:
         assert await self.storm(None) == 300
-        assert await self.storm(RetryBudget()) <= 100 + 10 + 50
-        assert await self.storm(RetryBudget(ratio=0.2)) <= 100 + 10 + 20
+        assert await self.storm(RetryBudget(min_retries=10)) <= 100 + 10 + 50
+        assert await self.storm(RetryBudget(ratio=0.2, min_retries=10)) <= 100 + 10 + 20
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert warnings == ["upstream: retry budget spent; failing calls are not retried until it refills."] * 2
+
+    async def test_the_default_floor_keeps_a_quiet_client_retrying(self) -> None:
+        """15 calls in a row that each need two retries: the old floor (10) ran dry."""
+        handler = Scripted(*[503, 503, 200] * 15)
+        async with client(handler) as c:
+            statuses = [(await c.get(f"/{i}")).status_code for i in range(15)]
+        assert statuses == [200] * 15
+        assert handler.attempts == 45
+
+    def test_the_floor_is_ten_retries_a_second_of_window(self) -> None:
+        assert RetryBudget().min_retries == 100
+        assert RetryBudget(window=3).min_retries == 30
+        assert RetryBudget(window=3, min_retries=1).min_retries == 1
 
     async def test_a_quiet_client_always_gets_its_retries(self) -> None:
         handler = Scripted(503, 503, 200)
