@@ -20,9 +20,10 @@ from ._policy import RetryPolicy
 from ._redact import install_httpx_log_redactor
 from ._redirects import guard_redirect, remember_origin
 from ._settings import ClientSettings
+from ._timeouts import checked_timeout
 from ._transport import DEFAULT_BUDGET, POLICY_EXTENSION, READ_BODY_EXTENSION, RetryTransport
 from ._transports import Backend, default_transport
-from ._urls import ILLEGAL_HEADER, check_path, control_character_header
+from ._urls import base_url_problem, check_path, header_problem
 from .exceptions import ClientClosedError, ConfigurationError
 
 __all__ = ["Client"]
@@ -52,7 +53,8 @@ class Client(HttpMethods):
         base_url: Every path is resolved against it.
         name: Written in retry log records and errors; defaults to the base URL's host.
         headers: Sent with every request (credentials belong here, never in a path).
-        timeout: Per-attempt timeout: seconds for every phase, or an `httpx.Timeout`.
+        timeout: Per-attempt timeout: seconds for every phase, or an `httpx.Timeout`; each
+            phase is a positive number of seconds, or `None` (or `math.inf`) for none.
         limits: Connection pool limits (`httpx.Limits`).
         retry: The retry policy; `RetryPolicy()` if omitted.
         transport: The inner transport that retries wrap; httpx's own if omitted. Pass an
@@ -97,13 +99,17 @@ class Client(HttpMethods):
         self.retry = retry if retry is not None else RetryPolicy()
         base = httpx.URL(base_url)
         self.name = name if name is not None else (base.host or "client")
-        if base.query or base.fragment:
-            # httpx would append every path after the query string; the query may hold a key.
-            raise ConfigurationError(f"Client {self.name!r}: base_url must not carry a query or fragment.")
-        bad_header = control_character_header(headers or {})
-        if bad_header is not None:
+        problem = base_url_problem(base)
+        if problem is not None:
+            raise ConfigurationError(f"Client {self.name!r}: base_url: {problem}.")
+        problem = header_problem((headers or {}).items())
+        if problem is not None:
             # Named, never shown: header values are credentials.
-            raise ConfigurationError(f"Client {self.name!r}: header {bad_header!r} contains a control character.")
+            raise ConfigurationError(f"Client {self.name!r}: headers: {problem}")
+        try:
+            timeout = checked_timeout(timeout)
+        except ValueError as error:
+            raise ConfigurationError(f"Client {self.name!r}: {error}.") from None
         if http2 and importlib.util.find_spec("h2") is None:
             raise ConfigurationError(
                 f"Client {self.name!r}: http2=True needs the 'h2' package: pip install 'fastapi-retry-http[http2]'."
@@ -273,8 +279,12 @@ class Client(HttpMethods):
         if self._closed:
             raise ClientClosedError(f"Client {self.name!r} is closed; it cannot send requests any more.")
         check_path(path, allow_absolute_urls=self._allow_absolute_urls)
-        if headers and control_character_header(headers) is not None:
-            raise httpx.LocalProtocolError(ILLEGAL_HEADER)  # before any I/O, and without the value
+        if headers:
+            problem = header_problem(headers.items())
+            if problem is not None:
+                raise httpx.LocalProtocolError(problem)  # before any I/O, and without the value
+        if not isinstance(timeout, UseClientDefault):
+            timeout = checked_timeout(timeout)
         extensions: dict[str, Any] = {READ_BODY_EXTENSION: read_body}
         if retry is not None:
             extensions[POLICY_EXTENSION] = retry

@@ -28,7 +28,8 @@ from ._body import LimitedStream
 from ._budget import BudgetCounter, RetryBudget
 from ._policy import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
 from ._redact import url_without_query
-from .exceptions import DeadlineExceeded, ResponseTooLargeError
+from ._urls import header_problem
+from .exceptions import ClientClosedError, DeadlineExceeded, ResponseTooLargeError
 
 __all__ = ["RetryTransport"]
 
@@ -108,11 +109,45 @@ class RetryTransport(httpx.AsyncBaseTransport):
         )
         self._budget = None if budget is None else BudgetCounter(budget, clock)
         self._budget_warned_at = -math.inf
+        self._closed = False
+        self._waits: set[asyncio.Future[None]] = set()
 
     async def aclose(self) -> None:
+        """
+        Close the inner transport. Nothing is sent afterwards: a call waiting to retry ends at
+        once with `ClientClosedError`, and so does any later call.
+        """
+        self._closed = True
+        for wait in list(self._waits):
+            wait.cancel()
+        self._deadlines.close()
         await self.inner.aclose()
 
+    def _check_open(self, request: httpx.Request) -> None:
+        if self._closed:
+            raise ClientClosedError(f"Client {self.name!r} is closed; no request is sent any more.")
+
+    async def _wait(self, seconds: float) -> None:
+        """The backoff wait, cut short by `aclose()`."""
+        wait = asyncio.ensure_future((self._sleep or _testing_state.sleep or asyncio.sleep)(seconds))
+        self._waits.add(wait)
+        try:
+            await wait
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and task is not None and not task.cancelling():
+                raise ClientClosedError(f"Client {self.name!r} was closed while a call waited to retry.") from None
+            raise
+        finally:
+            self._waits.discard(wait)
+            wait.cancel()
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self._check_open(request)
+        problem = header_problem(request.headers.raw)
+        if problem is not None:
+            # Before any I/O, whatever the backend, and without the value.
+            raise httpx.LocalProtocolError(problem, request=request)
         policy: RetryPolicy = request.extensions.get(POLICY_EXTENSION, self.policy)
         now = self._clock()
         if self._budget is not None:
@@ -184,6 +219,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
             nonlocal made
             if pending:
                 return pending.pop().unwrap()
+            self._check_open(request)
             made += 1
             return await self._attempt(request, deadline_at)
 
@@ -228,7 +264,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
             _log_retry(self.name, request, state.attempt_number, policy.attempts, reason, state.upcoming_sleep)
 
         retrying = _AsyncRetrying(
-            sleep=self._sleep or _testing_state.sleep or asyncio.sleep,
+            sleep=self._wait,
             retry=should_retry,
             wait=wait,
             stop=stop,
@@ -297,6 +333,12 @@ class _Deadlines:
         """Stop watching `task`."""
         del self._watched[task]
         self.fired.discard(task)
+
+    def close(self) -> None:
+        """Disarm the timer: the transport is closed and its attempts are ending."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, math.inf
 
     def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
         if self._timer is not None:

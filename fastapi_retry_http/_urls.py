@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Final
+
+import httpx
 
 from .exceptions import UnsafePathError
 
@@ -21,11 +23,64 @@ _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 # Percent-encoded "." and "/": servers decode them, so they count as the real thing.
 _ENCODED_DOT: Final = re.compile(r"%2e", re.IGNORECASE)
 _ENCODED_SLASH: Final = re.compile(r"%2f", re.IGNORECASE)
+# IIS and other Windows servers decode %5c to a backslash and read it as "/".
+_ENCODED_BACKSLASH: Final = re.compile(r"%5c", re.IGNORECASE)
 # Paths made only of these cannot carry a scheme, a dot segment, an escape or a control character.
 _PLAIN: Final = frozenset(string.ascii_letters + string.digits + "-_~/")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 # Tab is legal inside a header value; every other control character splits or corrupts it.
 _HEADER_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+# RFC 9110 field names are tokens; anything else (a space, a colon) makes a different header
+# on the wire, or a 400.
+_TOKEN_CHARS: Final = (string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~").encode()
+# Field values: visible characters, space, tab and obs-text; never CR, LF, NUL or another control.
+_VALUE_CHARS: Final = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
+
+#: The error message for a header name that is not an RFC 9110 token (the name is not shown:
+#: a value pasted into the name by mistake would be a credential).
+INVALID_HEADER_NAME: Final = (
+    "A request header name is not a valid HTTP token (RFC 9110 allows letters, digits and "
+    "!#$%&'*+-.^_`|~ only; no spaces or colons). The name is not shown."
+)
+
+
+def header_problem(headers: Iterable[tuple[str | bytes, str | bytes]]) -> str | None:
+    """
+    What is wrong with the first invalid header of `headers`, or `None`: a name that is not
+    a token, a control character (CR, LF, NUL...) in a value, or a non-ASCII text value.
+
+    The message names the header when its name is valid, and never shows a value.
+    """
+    for name, value in headers:
+        raw_name = name.encode("latin-1", "replace") if isinstance(name, str) else name
+        if not raw_name or raw_name.translate(None, _TOKEN_CHARS):
+            return INVALID_HEADER_NAME
+        if isinstance(value, str):
+            if not value.isascii():
+                return (
+                    f"Request header {raw_name.decode()!r} has a non-ASCII value, which HTTP/1.1 cannot carry "
+                    "as text (value not shown). Encode it first, for example percent-encoded as in RFC 8187."
+                )
+            value = value.encode()
+        if value.translate(None, _VALUE_CHARS):
+            return f"Request header {raw_name.decode()!r} has a control character in its value (value not shown)."
+    return None
+
+
+def base_url_problem(url: httpx.URL) -> str | None:
+    """What is wrong with `url` as a client's base URL, or `None`. The URL is never shown."""
+    if url.userinfo:
+        # Settings and reprs get printed and logged; a password in a URL goes with them. The
+        # two backends also disagree on what to do with it (httpx sends Basic auth).
+        return "credentials in the URL are not allowed: put them in headers"
+    if url.query or url.fragment:
+        # httpx would append every path after the query string; the query may hold a key.
+        return "a query or fragment is not allowed in a base URL"
+    if str(url) and url.scheme not in ("http", "https"):
+        return "the scheme must be http or https"
+    return None
 
 
 #: The error message for a header that would split the request: the value is never shown.
@@ -44,17 +99,18 @@ def check_path(path: str, *, allow_absolute_urls: bool) -> None:
     """
     Raise `UnsafePathError` if `path` could leave the base URL it is merged into.
 
-    Refused: control characters (CR/LF/NUL...), a leading `//` or any backslash, a scheme
-    (`https://other/`, `https:/x`, `mailto:`) unless `allow_absolute_urls`, and `..`
-    segments, raw or `%2e`-encoded, that climb above the base path at any point.
+    Refused: control characters (CR/LF/NUL...), a leading `//` or any backslash (raw or
+    `%5c`), a scheme (`https://other/`, `https:/x`, `mailto:`) unless `allow_absolute_urls`,
+    and `..` segments, raw or `%2e`-encoded, with or without `;parameters`, that climb above
+    the base path at any point.
     """
     if _PLAIN.issuperset(path) and not path.startswith("//"):
         return  # the common case, checked in one pass: nothing here can leave the base
     if _CONTROL.search(path):
         raise UnsafePathError("Request path contains a control character.")
     resource = path.split("?", 1)[0].split("#", 1)[0]
-    if "\\" in resource:
-        raise UnsafePathError("Request path contains a backslash, which servers may read as '/'.")
+    if "\\" in resource or _ENCODED_BACKSLASH.search(resource):
+        raise UnsafePathError("Request path contains a backslash (raw or %5c), which servers may read as '/'.")
     if path.startswith("//"):
         raise UnsafePathError(
             "Request path starts with '//', which names another host. Pass a path relative to the base URL."
@@ -74,6 +130,9 @@ def _check_dot_segments(resource: str) -> None:
     depth = 0
     normalised = _ENCODED_SLASH.sub("/", _ENCODED_DOT.sub(".", resource))
     for segment in normalised.split("/"):
+        # Tomcat, Spring and Jetty drop ";parameters" from a segment before resolving it,
+        # so "..;/" and "..;x=1/" climb like "../".
+        segment = segment.split(";", 1)[0]
         if segment == "..":
             depth -= 1
             if depth < 0:

@@ -11,7 +11,7 @@ import pytest
 
 from fastapi_retry_http import Client, RetryPolicy
 from fastapi_retry_http._aiohttp import AiohttpTransport
-from fastapi_retry_http.exceptions import ClientClosedError, UnsafePathError
+from fastapi_retry_http.exceptions import ClientClosedError, ConfigurationError, UnsafePathError
 from tests.servers import RawServer, Reply, Upstream, ok
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
@@ -176,6 +176,11 @@ class TestPathGuard:
             "a/%2e%2e/%2e%2e/admin",
             "x\r\nHost: evil",
             "javascript:alert(1)",
+            "..%5c..%5cadmin",
+            "a%5C..%5Cadmin",
+            "..;/..;/admin",
+            "a/..;x=1/..;/admin",
+            "%2e%2e;/admin",
         ],
     )
     async def test_refused_before_any_io(self, upstream: Upstream, path: str) -> None:
@@ -186,7 +191,9 @@ class TestPathGuard:
                 await c.post(path)
         assert sum(upstream.hits.values()) == 0
 
-    @pytest.mark.parametrize("path", ["a/../b", "./x", "a/b/../../c", "items?next=../../x", "%2e/x", "..a/b"])
+    @pytest.mark.parametrize(
+        "path", ["a/../b", "./x", "a/b/../../c", "items?next=../../x", "%2e/x", "..a/b", "a;v=1/b", "a/..;/b"]
+    )
     async def test_paths_that_stay_inside_are_allowed(self, upstream: Upstream, path: str) -> None:
         async with Client(upstream.url + "/api/") as c:
             assert (await c.get(path)).status_code == 200
@@ -217,14 +224,26 @@ class TestLifecycle:
         assert sum(upstream.hits.values()) == 0
 
     def test_repr_carries_no_secrets(self) -> None:
-        c = Client("https://user:pw-secret@billing.internal/api", headers={"Authorization": "tok-secret"})
+        c = Client("https://billing.internal/api", headers={"Authorization": "tok-secret"})
         assert repr(c) == "<Client 'billing.internal' base_url='https://billing.internal/api/'>"
 
     def test_a_base_url_with_a_query_is_refused(self) -> None:
         # httpx would glue every path after the query string.
-        with pytest.raises(ValueError, match="'billing': base_url must not carry a query") as caught:
+        with pytest.raises(ValueError, match="'billing': base_url: a query or fragment is not allowed") as caught:
             Client("https://billing.internal/api?key=q-secret", name="billing")
         assert "q-secret" not in str(caught.value)
+
+    def test_credentials_in_the_base_url_are_refused_as_in_settings(self) -> None:
+        # httpx sent them as Basic auth, aiohttp failed every request: now neither, and the
+        # same rule as ClientSettings.
+        with pytest.raises(ConfigurationError, match="'billing': base_url: credentials in the URL") as caught:
+            Client("https://user:pw-secret@billing.internal/api", name="billing")
+        assert "pw-secret" not in str(caught.value)
+
+    @pytest.mark.parametrize("url", ["ftp://files.internal/", "ws://socket.internal/"])
+    def test_a_base_url_that_is_not_http_is_refused(self, url: str) -> None:
+        with pytest.raises(ConfigurationError, match="'up': base_url: the scheme must be http or https"):
+            Client(url, name="up")
 
     def test_verify_false_warns_once_per_client(self, caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.WARNING, logger="fastapi_retry_http")

@@ -383,7 +383,7 @@ class TestLogging:
         caplog.set_level(logging.DEBUG)
         handler = Scripted(503, httpx.ConnectError("refused"), 200)
         async with Client(
-            "http://user:pw-secret@upstream/base/",
+            "http://upstream/base/",
             name="billing",
             headers={"Authorization": "Bearer tok-secret"},
             transport=httpx.MockTransport(handler),
