@@ -118,16 +118,20 @@ def clients_lifespan(
         _check_names(app, settings.keys(), registry)
         built: list[str] = []
         state = getattr(app, "state", None)
+        published = False
         try:
             for name, config in settings.items():
                 registry.add(_build(name, config, registry))
                 built.append(name)
             if state is not None:
                 setattr(state, STATE_KEY, registry)
+                published = True
             yield {STATE_KEY: registry}
         finally:
             await registry.aclose(built)
-            if state is not None and getattr(state, STATE_KEY, None) is registry:
+            # Only the start that published the registry takes it back: a second start that
+            # failed must leave a running instance of the same app alone.
+            if published and getattr(state, STATE_KEY, None) is registry:
                 delattr(state, STATE_KEY)
 
     return lifespan

@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
     """Poll (not a backoff wait: the test waits for the other side to get somewhere)."""
     async with asyncio.timeout(seconds):
-        while not condition():
+        while not condition():  # noqa: ASYNC110 (the condition is in another thread or object)
             await asyncio.sleep(0.005)
 
 

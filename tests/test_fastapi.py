@@ -25,6 +25,7 @@ from fastapi_retry_http import (
     clients_lifespan,
     get_client,
 )
+from fastapi_retry_http._fastapi import STATE_KEY
 from fastapi_retry_http.exceptions import ConfigurationError, LifespanNotRunError, UnknownClientError
 from fastapi_retry_http.testing import override_transport
 from tests.servers import Upstream
@@ -243,6 +244,17 @@ class TestLifespan:
             with pytest.raises(RuntimeError, match="already registered"), TestClient(b):
                 pass
             assert not registry["billing"].is_closed  # a's client survives b's failed start
+
+    def test_a_failed_second_start_of_the_same_app_leaves_the_running_one_alone(self, upstream: Upstream) -> None:
+        registry = ClientRegistry()
+        app = make_app({"billing": {"base_url": upstream.url}}, registry)
+        with TestClient(app) as running:
+            with pytest.raises(RuntimeError, match="already registered"), TestClient(app):
+                pass
+            # The failed start's cleanup must not take the running instance's registry away.
+            assert getattr(app.state, STATE_KEY) is registry
+            assert running.get("/call/billing").status_code == 200
+        assert not hasattr(app.state, STATE_KEY)
 
     def test_names_are_case_insensitive(self, upstream: Upstream) -> None:
         registry = ClientRegistry()

@@ -37,7 +37,7 @@ def test_zero_negative_and_nan_timeouts_are_refused_at_construction(timeout: obj
 
 async def test_a_per_call_timeout_is_checked_the_same_way() -> None:
     async with Client("http://127.0.0.1:1/") as c:
-        with pytest.raises(ValueError, match="timeout.read must be a positive number"):
+        with pytest.raises(ValueError, match=r"timeout\.read must be a positive number"):
             await c.get("/x", timeout=httpx.Timeout(5, read=0))
 
 
