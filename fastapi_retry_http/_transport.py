@@ -143,6 +143,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
             wait.cancel()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` through the inner transport, retrying it by its policy."""
         self._check_open(request)
         problem = header_problem(request.headers.raw)
         if problem is not None:

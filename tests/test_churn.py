@@ -10,12 +10,14 @@ import contextlib
 import os
 import random
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from fastapi_retry_http import Client, RetryPolicy
+from fastapi_retry_http import Client, RetryPolicy, RetryTransport
 from fastapi_retry_http._aiohttp import AiohttpTransport
+from fastapi_retry_http._transports import CancelSafeTransport
 from tests.servers import RawServer, ok, reset, response_bytes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
@@ -108,6 +110,7 @@ async def test_soak_through_a_fault_injecting_upstream() -> None:
         assert active_connections(client) == 0
         await client.aclose()
     assert sum(outcomes.values()) == 2000
+    assert policy.deadline is not None
     assert slowest < policy.deadline + 1
     # With 3 attempts, about 17% faults per attempt leave roughly 0.5% of calls failing.
     assert outcomes["ok"] >= 1900, outcomes
@@ -118,3 +121,42 @@ async def test_soak_through_a_fault_injecting_upstream() -> None:
             break
         await asyncio.sleep(0.01)
     assert open_sockets() <= sockets_before
+
+
+async def test_a_cancelled_call_never_delivers_its_cancellation_inside_httpcore() -> None:
+    """
+    The deterministic guard for the shield of the httpx backend: the churn test above only
+    caught a missing shield in 0 or 1 runs of 10.
+    """
+    started, release = asyncio.Event(), asyncio.Event()
+    seen: list[str] = []
+
+    class Body(httpx.AsyncByteStream):
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            yield b"ok"
+
+        async def aclose(self) -> None:
+            seen.append("closed")
+
+    class Inner(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            started.set()
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                seen.append("cancelled inside")
+                raise
+            seen.append("finished")
+            return httpx.Response(200, stream=Body())
+
+    async with httpx.AsyncClient(transport=RetryTransport(CancelSafeTransport(Inner()))) as client:
+        call = asyncio.create_task(client.get("http://upstream/x"))
+        await started.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        release.set()
+        async with asyncio.timeout(5):
+            while "closed" not in seen:  # noqa: ASYNC110 (the background attempt ends by itself)
+                await asyncio.sleep(0.001)
+    assert seen == ["finished", "closed"]  # finished in the background, then released

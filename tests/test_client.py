@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -18,9 +19,9 @@ pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
 
 @pytest.fixture
-async def client(upstream: Upstream) -> Client:
+async def client(upstream: Upstream) -> AsyncIterator[Client]:
     async with Client(upstream.url, name="up") as c:
-        yield c  # type: ignore[misc]
+        yield c
 
 
 class TestRetriesCountedAtTheServer:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import math
 import ssl
 import tracemalloc
 import zlib
@@ -14,16 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 import trustme
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from fastapi_retry_http import Client, RetryTransport
-from fastapi_retry_http._policy import parse_retry_after
-from fastapi_retry_http._urls import check_path
 from fastapi_retry_http.exceptions import (
     ConfigurationError,
     ResponseTooLargeError,
-    UnsafePathError,
     UnsafeRedirectError,
 )
 from tests.servers import RawServer, Reply, Upstream, ok
@@ -31,7 +25,6 @@ from tests.servers import RawServer, Reply, Upstream, ok
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
 #: Resolves paths against a base URL the way every Client does (never sends anything).
-MERGER = httpx.Client(base_url="https://api.internal/v1/", transport=httpx.MockTransport(lambda r: httpx.Response(200)))
 
 SECRET_HEADERS = {"Authorization": "Bearer tok", "X-Api-Key": "key", "Cookie": "session=1"}
 
@@ -141,7 +134,12 @@ class TestHeaderInjection:
 
     async def test_a_bare_retry_transport_refuses_them_too(self) -> None:
         sent: list[httpx.Request] = []
-        transport = RetryTransport(httpx.MockTransport(lambda r: sent.append(r) or httpx.Response(200)))
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            sent.append(request)
+            return httpx.Response(200)
+
+        transport = RetryTransport(httpx.MockTransport(handler))
         async with httpx.AsyncClient(transport=transport) as c:
             with pytest.raises(httpx.LocalProtocolError, match="not a valid HTTP token"):
                 await c.get("http://upstream/x", headers={"X Y": "1"})
@@ -267,39 +265,3 @@ class TestTls:
             Client(server.url, verify=str(bundle)) as c,
         ):
             assert (await c.get("/x")).text == "ok"
-
-
-PATH_PIECES = ["a", "b", "..", ".", "%2e%2e", "%2E.", "%2f", "/", "//", "\\", "x:y", "?", "#", "%", "%5c", ";", ";x=1"]
-
-
-class TestFuzzed:
-    @given(st.text(max_size=60))
-    @settings(max_examples=400, deadline=None)
-    def test_retry_after_never_raises_and_stays_in_range(self, value: str) -> None:
-        seconds = parse_retry_after(value)
-        assert seconds is None or seconds >= 0
-        stripped = value.strip()
-        if stripped.isascii() and stripped.isdigit():  # delta-seconds are always usable, as given
-            assert seconds == (float(stripped) if len(stripped) < 300 else math.inf)
-        elif seconds is not None:  # otherwise only a date is, and a date is finite
-            assert math.isfinite(seconds)
-
-    @given(st.lists(st.sampled_from(PATH_PIECES), max_size=12).map("".join))
-    @settings(max_examples=600, deadline=None)
-    def test_no_accepted_path_leaves_the_base(self, path: str) -> None:
-        try:
-            check_path(path, allow_absolute_urls=False)
-        except UnsafePathError:
-            return
-        merged = MERGER._merge_url(path)  # exactly how the client resolves a path
-        assert (merged.scheme, merged.host, merged.port) == ("https", "api.internal", None)
-        assert merged.path == "/v1" or merged.path.startswith("/v1/")
-        decoded = merged.path
-        for encoded, plain in [("%2e", "."), ("%2f", "/"), ("%5c", "\\")]:
-            decoded = decoded.replace(encoded, plain).replace(encoded.upper(), plain)
-        assert "\\" not in decoded
-        depth = 0
-        for segment in decoded[len("/v1/") :].split("/"):
-            segment = segment.split(";", 1)[0]  # Tomcat and Spring drop ";parameters"
-            depth += -1 if segment == ".." else (segment not in ("", "."))
-            assert depth >= 0
