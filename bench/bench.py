@@ -64,6 +64,8 @@ async def make_sender(kind: str, url: str, concurrency: int) -> tuple[Callable[[
         client = httpx.AsyncClient(transport=transport)
     elif kind == "Client (default: aiohttp)":
         client = Client(allow_absolute_urls=True, limits=limits)
+    elif kind == "Client (no retry budget)":
+        client = Client(allow_absolute_urls=True, limits=limits, retry_budget=None)
     elif kind == "Client (backend=httpx)":
         client = Client(allow_absolute_urls=True, limits=limits, backend="httpx")
     else:
@@ -82,11 +84,14 @@ async def measure(kind: str, url: str, concurrency: int, seconds: float) -> dict
     statuses: dict[int, int] = {}
     stop_at = 0.0
     recording = False
+    sent = 0
 
     async def loop() -> None:
+        nonlocal sent
         while time.perf_counter() < stop_at:
             started = time.perf_counter()
             status = await send()
+            sent += 1
             if recording:
                 latencies.append(time.perf_counter() - started)
                 statuses[status] = statuses.get(status, 0) + 1
@@ -107,6 +112,7 @@ async def measure(kind: str, url: str, concurrency: int, seconds: float) -> dict
         "p50_ms": latencies[n // 2] * 1e3,
         "p99_ms": latencies[min(n - 1, int(n * 0.99))] * 1e3,
         "calls": n,
+        "calls_with_warmup": sent,
         "statuses": statuses,
     }
 
@@ -160,8 +166,9 @@ class Nginx:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def flaky_log(self) -> list[str]:
-        path = self.dir / "flaky.log"
+    def flaky_log(self, name: str = "flaky") -> list[str]:
+        """The connection number of each request to /flaky (or /down) so far."""
+        path = self.dir / f"{name}.log"
         return path.read_text().split() if path.exists() else []
 
     def stop(self) -> None:
@@ -211,7 +218,7 @@ def main(args: argparse.Namespace) -> None:
     kinds = list(KINDS) + (["Client (default: aiohttp) + uvloop"] if args.uvloop_row else [])
     try:
         started = time.monotonic()
-        for round_ in range(args.rounds):
+        for round_ in range(args.rounds if not args.scenarios_only else 0):
             for concurrency in args.concurrency:
                 for kind in kinds if round_ % 2 == 0 else reversed(kinds):
                     use_uvloop = kind.endswith("+ uvloop")
@@ -222,14 +229,39 @@ def main(args: argparse.Namespace) -> None:
         before = len(nginx.flaky_log())
         flaky = run_worker("Client (default: aiohttp)", nginx.url + "/flaky", 16, args.seconds)
         log = nginx.flaky_log()[before:]
+        down = outage(nginx, args.outage_seconds)
     finally:
         nginx.stop()
     report = render(rows, args, flaky, len(log), len(set(log)), client_build_costs())
+    report += "\n\n" + render_outage(down, args.outage_seconds)
     print(report)
     (RESULTS / "results.md").write_text(report)
     (RESULTS / "results.json").write_text(json.dumps({f"{k}|{c}": v for (k, c), v in rows.items()}, indent=1))
-    chart(rows, args.concurrency, RESULTS / "chart.png")
+    if rows:
+        chart(rows, args.concurrency, RESULTS / "chart.png")
     print(f"\nwritten: {RESULTS / 'results.md'}, {RESULTS / 'chart.png'}", file=sys.stderr)
+
+
+def outage(nginx: Nginx, seconds: float) -> dict[str, tuple[int, int]]:
+    """Calls and upstream requests at C=16 against an upstream answering only 503, by budget."""
+    counts = {}
+    for kind in ("Client (default: aiohttp)", "Client (no retry budget)"):
+        before = len(nginx.flaky_log("down"))
+        result = run_worker(kind, nginx.url + "/down", 16, seconds)
+        counts[kind] = (result["calls_with_warmup"], len(nginx.flaky_log("down")) - before)
+    return counts
+
+
+def render_outage(counts: dict[str, tuple[int, int]], seconds: float) -> str:
+    out = [
+        f"Upstream down (every answer 503), RetryPolicy() (3 attempts), C=16 for {seconds:g} s:",
+        "",
+        "| client | calls | upstream requests | requests per call |",
+        "|---|---|---|---|",
+    ]
+    for kind, (calls, requests) in counts.items():
+        out.append(f"| {kind} | {calls:,} | {requests:,} | {requests / max(calls, 1):.2f} |")
+    return "\n".join(out)
 
 
 def ratio(rows: dict[tuple[str, int], list[dict[str, Any]]], kind: str, base: str, concurrency: int) -> float:
@@ -266,7 +298,7 @@ def render(
         p99 = statistics.median(r["p99_ms"] for r in last)
         out.append(f"| {kind} | " + " | ".join(cells) + f" | {cpu:,.0f} | {p50:.1f} / {p99:.1f} |")
     out += ["", "Retry layer cost, `Client` over a bare `httpx.AsyncClient` on the same transport:", ""]
-    for c in cs:
+    for c in cs if rows else []:
         overhead = ratio(rows, "Client (default: aiohttp)", "bare httpx on aiohttp transport", c)
         out.append(f"- C={c}: {overhead:.3f}×")  # noqa: RUF001
     ok = flaky["statuses"].get("200", 0)
@@ -274,8 +306,8 @@ def render(
     out += [
         "",
         f"20% 503s, RetryPolicy() (3 attempts), C=16: {calls} calls, success rate {ok / calls:.2%}, "
-        f"{flaky_requests / max(calls, 1):.3f} server requests per call, {flaky_connections} TCP connections "
-        f"for {flaky_requests} requests.",
+        f"{flaky_requests / max(flaky['calls_with_warmup'], 1):.3f} server requests per call, "
+        f"{flaky_connections} TCP connections for {flaky_requests} requests.",
         "",
         "Building clients: " + ", ".join(f"{k}: {v:.2f}" for k, v in costs.items()) + ".",
     ]
@@ -315,6 +347,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per cell")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 128])
     parser.add_argument("--uvloop-row", action="store_true", help="add a row for the Client on uvloop")
+    parser.add_argument("--outage-seconds", type=float, default=10.0, help="length of the all-503 run")
+    parser.add_argument("--scenarios-only", action="store_true", help="skip the throughput table")
     return parser.parse_args()
 
 
