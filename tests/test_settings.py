@@ -13,9 +13,11 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from fastapi_retry_http import ClientSettings, HttpClientsSettings, clients_lifespan
+from fastapi_retry_http._settings import _ValueHidingSource
 from fastapi_retry_http.exceptions import ConfigurationError
 
 SECRET = "sk-s3cret"
@@ -202,6 +204,28 @@ class TestMalformedJson:
         assert_hidden(everything_shown(caught.value, caplog))
         assert caught.value.__context__ is None
 
+    def test_any_other_parse_failure_names_the_field_and_drops_the_chain(self) -> None:
+        class Failing(PydanticBaseSettingsSource):
+            def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+                return None, field_name, False
+
+            def __call__(self) -> dict[str, Any]:
+                try:
+                    raise ValueError(f"cannot decode {SECRET}")
+                except ValueError as error:
+                    raise SettingsError('error parsing value for field "http_clients" from source "Failing"') from error
+
+        source = _ValueHidingSource(Failing(HttpClientsSettings))
+        assert source.get_field_value(HttpClientsSettings.model_fields["http_clients"], "http_clients")[1] == (
+            "http_clients"
+        )
+        with pytest.raises(SettingsError) as caught:
+            source()
+        assert (
+            str(caught.value) == "the value for field 'http_clients' from Failing could not be parsed; value not shown"
+        )
+        assert caught.value.__context__ is None
+
     def test_a_case_sensitive_subclass_keeps_the_variable_name_as_written(
         self, monkeypatch: pytest.MonkeyPatch
     ) -> None:
@@ -255,6 +279,10 @@ class TestVerify:
     @pytest.mark.parametrize(("word", "expected"), BOOL_WORDS[:3] + BOOL_WORDS[10:13])
     def test_bool_words_in_a_mapping_are_bools(self, word: str, expected: bool) -> None:
         assert ClientSettings(base_url="https://up.internal", verify=word).verify is expected
+
+    @pytest.mark.parametrize("value", [True, False])
+    def test_bools_stay_bools(self, value: bool) -> None:
+        assert ClientSettings(base_url="https://up.internal", verify=value).verify is value
 
     @pytest.mark.parametrize("kind", ["file", "directory"])
     def test_an_existing_ca_bundle_path_stays_a_path(

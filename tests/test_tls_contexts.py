@@ -139,6 +139,11 @@ class TestCaBundle:
         await a.aclose()
         await b.aclose()
 
+    async def test_a_directory_of_ca_certificates_is_a_bundle_too(self, tmp_path: Path) -> None:
+        (tmp_path / "certs").mkdir()
+        async with Client("https://a.internal", verify=str(tmp_path / "certs"), backend="aiohttp") as c:
+            assert isinstance(c._transport.inner._ssl_context, ssl.SSLContext)  # type: ignore[attr-defined]
+
     @pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
     @pytest.mark.parametrize("http2", [False, True])
     def test_a_missing_bundle_is_a_configuration_error_naming_verify(
