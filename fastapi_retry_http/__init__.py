@@ -15,13 +15,14 @@ from ._client import Client
 from ._fastapi import clients_lifespan, get_client
 from ._policy import RetryPolicy
 from ._registry import ClientRegistry, clients
-from ._settings import ClientSettings, PoolLimits
+from ._settings import ClientSettings, HttpClientsSettings, PoolLimits
 from ._transport import RetryTransport
 
 __all__ = [
     "Client",
     "ClientRegistry",
     "ClientSettings",
+    "HttpClientsSettings",
     "PoolLimits",
     "RetryBudget",
     "RetryPolicy",
