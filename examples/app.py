@@ -9,17 +9,12 @@ An app in the shape users copy: a settings object, one lifespan, routers that as
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from fastapi_retry_http import Client, ClientSettings, clients_lifespan, get_client
+from fastapi_retry_http import Client, HttpClientsSettings, clients_lifespan, get_client
 
 
-class Settings(BaseSettings):
-    """Everything from the environment: `HTTP_CLIENTS__<NAME>__<FIELD>`."""
-
-    model_config = SettingsConfigDict(env_nested_delimiter="__")
-
-    http_clients: dict[str, ClientSettings] = {}
+class Settings(HttpClientsSettings):
+    """Everything from the environment: `HTTP_CLIENTS__<NAME>__<FIELD>`, never echoed in errors."""
 
 
 Billing = Annotated[Client, Depends(get_client("billing"))]

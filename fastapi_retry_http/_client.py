@@ -115,7 +115,10 @@ class Client(HttpMethods):
                 f"Client {self.name!r}: http2=True needs the 'h2' package: pip install 'fastapi-retry-http[http2]'."
             )
         if transport is None:
-            transport = default_transport(backend=backend, verify=verify, http2=http2, limits=limits, proxy=proxy)
+            try:
+                transport = default_transport(backend=backend, verify=verify, http2=http2, limits=limits, proxy=proxy)
+            except ConfigurationError as error:
+                raise ConfigurationError(f"Client {self.name!r}: {error}") from None
         if verify is False:
             logger.warning("%s: TLS certificate verification is off (verify=False).", self.name)
         install_httpx_log_redactor()

@@ -8,6 +8,7 @@ annotations of routes defined inside test functions.
 import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -95,11 +96,13 @@ class TestSettings:
         assert f"{field}:" in message
         assert "s3cret" not in message
 
-    def test_a_client_that_cannot_be_built_fails_startup_and_closes_the_others(self) -> None:
+    def test_a_client_that_cannot_be_built_fails_startup_and_closes_the_others(self, tmp_path: Path) -> None:
+        not_a_bundle = tmp_path / "ca.pem"
+        not_a_bundle.write_text("no certificate here")
         registry = ClientRegistry()
         configs = {
             "billing": {"base_url": "https://billing.internal"},
-            "shipping": {"base_url": "https://shipping.internal", "verify": "/nonexistent/ca.pem"},
+            "shipping": {"base_url": "https://shipping.internal", "verify": str(not_a_bundle)},
         }
         app = make_app(configs, registry)
         with pytest.raises(ConfigurationError, match="'shipping' could not be built"), TestClient(app):

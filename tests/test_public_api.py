@@ -14,6 +14,7 @@ PUBLIC = {
     "Client",
     "ClientRegistry",
     "ClientSettings",
+    "HttpClientsSettings",
     "PoolLimits",
     "RetryBudget",
     "RetryPolicy",

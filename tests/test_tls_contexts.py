@@ -81,8 +81,10 @@ class TestCallersOwnContext:
 
     @pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
     def test_http2_with_it_is_refused_naming_verify(self, backend: str) -> None:
-        with pytest.raises(ConfigurationError, match=r"^verify: an ssl.SSLContext cannot be used with http2=True"):
-            Client("https://a.internal", verify=ssl.create_default_context(), http2=True, backend=backend)  # type: ignore[arg-type]
+        with pytest.raises(
+            ConfigurationError, match=r"^Client 'a': verify: an ssl.SSLContext cannot be used with http2=True"
+        ):
+            Client("https://a.internal", name="a", verify=ssl.create_default_context(), http2=True, backend=backend)  # type: ignore[arg-type]
 
     @pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
     async def test_http1_clients_on_either_backend_use_it(self, ca: trustme.CA, backend: str) -> None:
@@ -151,12 +153,12 @@ class TestCaBundle:
     ) -> None:
         missing = tmp_path / "s3cret-place" / "ca.pem"
         with pytest.raises(ConfigurationError) as caught:
-            Client("https://a.internal", verify=str(missing), backend=backend, http2=http2)  # type: ignore[arg-type]
-        assert str(caught.value) == "verify: CA bundle not found (no such file or directory)"
+            Client("https://a.internal", name="a", verify=str(missing), backend=backend, http2=http2)  # type: ignore[arg-type]
+        assert str(caught.value) == "Client 'a': verify: CA bundle not found (no such file or directory)"
         assert caught.value.__cause__ is None
 
     def test_a_path_through_a_file_is_a_missing_bundle_too(self, tmp_path: Path) -> None:
         not_a_directory = tmp_path / "ca.pem"
         not_a_directory.write_text("")
-        with pytest.raises(ConfigurationError, match=r"^verify: CA bundle not found"):
-            Client("https://a.internal", verify=str(not_a_directory / "ca.pem"))
+        with pytest.raises(ConfigurationError, match=r"^Client 'a': verify: CA bundle not found"):
+            Client("https://a.internal", name="a", verify=str(not_a_directory / "ca.pem"))
