@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ._budget import RetryBudget
 from ._policy import RetryPolicy
-from ._urls import control_character_header
+from ._urls import base_url_problem, header_problem
 
 __all__ = ["ClientSettings", "HttpClientsSettings", "PoolLimits"]
 
@@ -34,20 +34,18 @@ _HTTP_URL = TypeAdapter(HttpUrl)
 
 def _http_url(value: str) -> str:
     # Validated as pydantic's HttpUrl, kept as `str` so `ClientSettings(base_url="...")`
-    # type-checks in user code.
-    url = _HTTP_URL.validate_python(value)
-    if url.username or url.password:
-        # Settings get printed and logged; a password in a URL goes with them.
-        raise ValueError("credentials in the URL are not allowed: put them in headers")
-    if url.query or url.fragment:
-        raise ValueError("a query or fragment is not allowed in a base URL")
-    return str(url)
+    # type-checks in user code; then the same rules as `Client` (one validator for both).
+    url = str(_HTTP_URL.validate_python(value))
+    problem = base_url_problem(httpx.URL(url))
+    if problem is not None:
+        raise ValueError(problem)
+    return url
 
 
 def _safe_headers(headers: dict[str, str]) -> dict[str, str]:
-    name = control_character_header(headers)
-    if name is not None:
-        raise ValueError(f"header {name!r} contains a control character")
+    problem = header_problem(headers.items())
+    if problem is not None:
+        raise ValueError(problem)
     return headers
 
 

@@ -12,7 +12,6 @@ from typing import Any, Literal
 import httpx
 
 from ._aiohttp import AiohttpTransport
-from ._urls import ILLEGAL_HEADER
 from .exceptions import ConfigurationError
 
 #: The inner transports a client can be built on, by name.
@@ -111,13 +110,9 @@ class CancelSafeTransport(httpx.AsyncBaseTransport):
         self._background: set[asyncio.Task[httpx.Response]] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        try:
-            return await self.inner.handle_async_request(request)
-        except httpx.LocalProtocolError as error:
-            if "header" not in str(error).lower():
-                raise
-            # h11 quotes the offending header value, and header values are credentials.
-            raise httpx.LocalProtocolError(ILLEGAL_HEADER, request=request) from None
+        # Headers were checked before any I/O (`RetryTransport`), so h11 never gets to quote
+        # a header value in an error of its own.
+        return await self.inner.handle_async_request(request)
 
     async def shield(self, attempt: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
         """Run `attempt` where the caller's cancellation cannot reach it."""
