@@ -14,6 +14,7 @@ import httpx
 from httpx._client import USE_CLIENT_DEFAULT, UseClientDefault
 from httpx._types import QueryParamTypes, RequestContent, RequestData, RequestFiles, TimeoutTypes
 
+from ._body import ACCEPT_ENCODING
 from ._budget import RetryBudget
 from ._methods import HttpMethods
 from ._policy import RetryPolicy
@@ -116,9 +117,8 @@ class Client(HttpMethods):
         self._transport = RetryTransport(
             transport, self.retry, name=self.name, max_response_bytes=max_response_bytes, budget=retry_budget
         )
-        if max_response_bytes is not None:
-            # Only encodings the size cap can decode incrementally (see _body.py).
-            headers = {"Accept-Encoding": "gzip, deflate", **(headers or {})}
+        # Only the codings the transport decodes with bounded memory (see _body.py).
+        headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
         hooks = {"request": [], "response": [], **(event_hooks or {})}
         if follow_redirects:
             # First, so that user hooks see the request as it will be sent.
