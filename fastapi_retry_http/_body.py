@@ -206,6 +206,8 @@ ACCEPT_ENCODING: Final = ", ".join(coding for coding in DECODERS if coding != "x
 #: What httpx itself decodes, in one unbounded call per chunk, when it is left to it.
 _HTTPX_DECODES: Final = {"gzip", "deflate"} | ({"br"} if _brotli else set()) | ({"zstd"} if _zstandard else set())
 
+_BODILESS: Final = frozenset({204, 304})
+
 
 def limit_body(response: httpx.Response, request: httpx.Request, limit: int | None, *, buffered: bool) -> None:
     """
@@ -214,6 +216,8 @@ def limit_body(response: httpx.Response, request: httpx.Request, limit: int | No
     Raises `ResponseTooLargeError` at once when nothing is to be decoded and `Content-Length`
     is over the limit.
     """
+    if request.method == "HEAD" or response.status_code < 200 or response.status_code in _BODILESS:
+        return  # no body, whatever Content-Length says: it is how a caller asks for a size
     codings = [c.strip().lower() for c in response.headers.get_list("content-encoding", split_commas=True)]
     left = [c for c in codings if c and c != "identity"]
     layers: list[_Layer] = []

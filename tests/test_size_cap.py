@@ -1,7 +1,11 @@
-"""The size cap against every content coding and stack of them, and gzip bodies of several members."""
+"""
+The size cap against every content coding and stack of them, gzip bodies of several members,
+and responses that have no body.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gzip
 import tracemalloc
@@ -14,9 +18,9 @@ import pytest
 import zstandard
 
 from fastapi_retry_http import Client, _body
-from fastapi_retry_http._body import PIECE
+from fastapi_retry_http._body import PIECE, limit_body
 from fastapi_retry_http.exceptions import ResponseTooLargeError
-from tests.servers import Reply, Upstream
+from tests.servers import RawServer, Reply, Upstream
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
 
@@ -244,3 +248,44 @@ class TestGzipMembers:
         upstream.script("/x", Reply(200, wire, {"Content-Encoding": "zstd"}))
         async with Client(upstream.url) as c:
             assert (await c.get("/x")).content == b"onetwo"
+
+
+class TestBodilessResponses:
+    @pytest.mark.parametrize("status", [200, 404])
+    async def test_a_head_is_never_refused_on_its_content_length(self, status: int) -> None:
+        async def head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 50000000\r\n\r\n".encode())
+            await writer.drain()
+
+        async with RawServer(head) as server, Client(server.url, max_response_bytes=1000) as c:
+            response = await c.head("/file")
+            assert (response.status_code, response.headers["content-length"]) == (status, "50000000")
+            async with c.stream("HEAD", "/file") as streamed:
+                assert streamed.headers["content-length"] == "50000000"
+            assert server.requests == 2
+
+    @pytest.mark.parametrize("status", [204, 304])
+    async def test_204_and_304_are_never_refused_on_their_content_length(self, status: int) -> None:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            writer.write(f"HTTP/1.1 {status} X\r\nContent-Length: 50000000\r\n\r\n".encode())
+            await writer.drain()
+
+        async with RawServer(answer) as server, Client(server.url, max_response_bytes=1000) as c:
+            response = await c.get("/x")
+            assert (response.status_code, response.content) == (status, b"")
+            response = await c.get("/x")  # and the connection is still good
+            assert response.status_code == status
+
+    @pytest.mark.parametrize("status", [100, 101, 204, 304])
+    def test_informational_and_bodiless_statuses_keep_their_stream(self, status: int) -> None:
+        request = httpx.Request("GET", "http://127.0.0.1/")
+        response = httpx.Response(status, headers={"Content-Length": "50000000"}, stream=httpx.ByteStream(b""))
+        stream = response.stream
+        limit_body(response, request, 1000, buffered=True)
+        assert response.stream is stream
+
+    def test_a_get_with_a_body_is_counted(self) -> None:
+        request = httpx.Request("GET", "http://127.0.0.1/")
+        response = httpx.Response(200, stream=httpx.ByteStream(b""))
+        limit_body(response, request, 1000, buffered=True)
+        assert isinstance(response.stream, _body.LimitedStream)
