@@ -23,6 +23,19 @@ import httpx
 
 from .exceptions import ResponseTooLargeError
 
+
+class _DefaultCap(int):
+    """An int that marks the default cap: it applies to buffered calls only."""
+
+
+#: The default `max_response_bytes` of `Client` and `ClientSettings`, for buffered calls only.
+#: A buffered call holds its whole body in memory, twice over while httpx joins the pieces (a
+#: 32 MiB body peaked at 64 MiB, measured), more once the caller parses it. 32 MiB is far above
+#: what JSON APIs answer, and a few dozen such calls at once do not take a service down. A
+#: streamed call is not capped unless given a number explicitly: it reads piece by piece, and
+#: downloading a large file with `stream()` works by default.
+DEFAULT_MAX_RESPONSE_BYTES: Final[int] = _DefaultCap(32 << 20)
+
 #: The most any decoding layer produces in one step.
 PIECE: Final = 64 * 1024
 
@@ -214,10 +227,12 @@ def limit_body(response: httpx.Response, request: httpx.Request, limit: int | No
     Make `response` decode its body here, counted against `limit` (`None`: not counted).
 
     Raises `ResponseTooLargeError` at once when nothing is to be decoded and `Content-Length`
-    is over the limit.
+    is over the limit. The default cap applies to buffered calls only.
     """
     if request.method == "HEAD" or response.status_code < 200 or response.status_code in _BODILESS:
         return  # no body, whatever Content-Length says: it is how a caller asks for a size
+    if isinstance(limit, _DefaultCap) and not buffered:
+        limit = None
     codings = [c.strip().lower() for c in response.headers.get_list("content-encoding", split_commas=True)]
     left = [c for c in codings if c and c != "identity"]
     layers: list[_Layer] = []

@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 import httpx
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl, PositiveFloat, PositiveInt, TypeAdapter
 
+from ._body import DEFAULT_MAX_RESPONSE_BYTES
 from ._budget import RetryBudget
 from ._policy import RetryPolicy
 from ._urls import control_character_header
@@ -98,7 +99,8 @@ class ClientSettings(BaseModel):
         verify: Verify TLS certificates: `true`, `false`, or the path of a CA bundle.
         proxy: A proxy URL for every request.
         follow_redirects: Follow redirects (off by default).
-        max_response_bytes: Refuse response bodies larger than this (decoded).
+        max_response_bytes: Refuse response bodies larger than this (decoded). Unset: 32 MiB
+            for buffered calls, none for streamed ones; a number caps both; `null` lifts it.
         retry: The retry policy, [`RetryPolicy`][fastapi_retry_http.RetryPolicy] itself.
         backend: The connection pool: `aiohttp` or `httpx`; unset means the library's
             default (`aiohttp`).
@@ -116,7 +118,7 @@ class ClientSettings(BaseModel):
     verify: bool | str = True
     proxy: ProxyUrlStr | None = Field(default=None, repr=False)
     follow_redirects: bool = False
-    max_response_bytes: PositiveInt | None = None
+    max_response_bytes: PositiveInt | None = DEFAULT_MAX_RESPONSE_BYTES
     retry: RetryPolicy = RetryPolicy()
     backend: Literal["aiohttp", "httpx"] | None = None
     retry_budget: RetryBudget | None = RetryBudget()

@@ -1,6 +1,6 @@
 """
 The size cap against every content coding and stack of them, gzip bodies of several members,
-and responses that have no body.
+the default cap, and responses that have no body.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import httpx
 import pytest
 import zstandard
 
-from fastapi_retry_http import Client, _body
-from fastapi_retry_http._body import PIECE, limit_body
+from fastapi_retry_http import Client, ClientSettings, _body
+from fastapi_retry_http._body import DEFAULT_MAX_RESPONSE_BYTES, PIECE, limit_body
 from fastapi_retry_http.exceptions import ResponseTooLargeError
 from tests.servers import RawServer, Reply, Upstream
 
@@ -248,6 +248,53 @@ class TestGzipMembers:
         upstream.script("/x", Reply(200, wire, {"Content-Encoding": "zstd"}))
         async with Client(upstream.url) as c:
             assert (await c.get("/x")).content == b"onetwo"
+
+
+class TestDefaultCap:
+    async def test_buffered_calls_are_capped_and_streamed_ones_are_not(self, upstream: Upstream) -> None:
+        size = DEFAULT_MAX_RESPONSE_BYTES + 1
+        wire, headers = bomb(("gzip",), size)
+        upstream.script("/file", Reply(200, wire, headers), Reply(200, wire, headers))
+        async with Client(upstream.url) as c:
+            with pytest.raises(ResponseTooLargeError):
+                await c.get("/file")
+            async with c.stream("GET", "/file") as response:
+                assert sum([len(chunk) async for chunk in response.aiter_bytes()]) == size
+
+    async def test_a_content_length_over_the_default_refuses_a_buffered_call_only(self) -> None:
+        async def huge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n" + b"x" * 1000)
+            await writer.drain()
+            await asyncio.sleep(3600)
+
+        async with RawServer(huge) as server, Client(server.url) as c:
+            with pytest.raises(ResponseTooLargeError):
+                await c.get("/x")
+            async with c.stream("GET", "/x") as response:
+                assert response.headers["content-length"] == "1000000000"
+                async for chunk in response.aiter_bytes():
+                    assert chunk  # the download starts
+                    break
+
+    async def test_none_lifts_it(self, upstream: Upstream) -> None:
+        size = DEFAULT_MAX_RESPONSE_BYTES + 1
+        wire, headers = bomb(("gzip",), size)
+        upstream.script("/file", Reply(200, wire, headers))
+        async with Client(upstream.url, max_response_bytes=None) as c:
+            assert len((await c.get("/file")).content) == size
+
+    async def test_a_number_given_caps_streams_too(self, upstream: Upstream) -> None:
+        wire, headers = bomb(("gzip",), 2000)
+        upstream.script("/x", Reply(200, wire, headers))
+        async with Client(upstream.url, max_response_bytes=1000) as c, c.stream("GET", "/x") as response:
+            with pytest.raises(ResponseTooLargeError):
+                await response.aread()
+
+    def test_settings_default_to_it(self) -> None:
+        settings = ClientSettings(base_url="http://127.0.0.1")
+        assert settings.max_response_bytes == DEFAULT_MAX_RESPONSE_BYTES == 32 << 20
+        assert settings.client_kwargs()["max_response_bytes"] is DEFAULT_MAX_RESPONSE_BYTES
+        assert ClientSettings(base_url="http://127.0.0.1", max_response_bytes=None).max_response_bytes is None
 
 
 class TestBodilessResponses:
