@@ -17,7 +17,7 @@ import importlib
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from types import ModuleType
-from typing import Final, Protocol
+from typing import Final, NoReturn, Protocol
 
 import httpx
 
@@ -307,8 +307,7 @@ def _through(layer: _Layer, pieces: Iterable[bytes]) -> Iterator[bytes]:
         yield from layer.feed(piece)
 
 
-def _too_large(request: httpx.Request, limit: int) -> None:
+def _too_large(request: httpx.Request, limit: int) -> NoReturn:
     raise ResponseTooLargeError(
-        f"The response body is larger than max_response_bytes ({limit} bytes). Stream it, or raise the cap.",
-        request=request,
+        f"The response body is larger than max_response_bytes ({limit} bytes).", request=request
     )
