@@ -14,6 +14,7 @@ import httpx
 from httpx._client import USE_CLIENT_DEFAULT, UseClientDefault
 from httpx._types import QueryParamTypes, RequestContent, RequestData, RequestFiles, TimeoutTypes
 
+from ._body import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES
 from ._budget import RetryBudget
 from ._methods import HttpMethods
 from ._policy import RetryPolicy
@@ -66,7 +67,9 @@ class Client(HttpMethods):
             `ssl.SSLContext`.
         http2: Allow HTTP/2 (needs the `h2` package).
         proxy: A proxy URL for every request.
-        max_response_bytes: Refuse bodies larger than this many decoded bytes.
+        max_response_bytes: Refuse bodies larger than this many decoded bytes. By default
+            32 MiB (`DEFAULT_MAX_RESPONSE_BYTES`) for buffered calls, and none for `stream()`;
+            a number given here caps both; `None` lifts it.
         allow_absolute_urls: Accept absolute URLs in place of paths.
         backend: The connection pool under the default transport: `"aiohttp"` (the
             default: several times faster, and it survives cancellation churn) or
@@ -91,7 +94,7 @@ class Client(HttpMethods):
         verify: bool | str | ssl.SSLContext = True,
         http2: bool = False,
         proxy: str | httpx.URL | None = None,
-        max_response_bytes: int | None = None,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
         allow_absolute_urls: bool = False,
         backend: Backend | None = None,
         retry_budget: RetryBudget | None = DEFAULT_BUDGET,
@@ -125,9 +128,8 @@ class Client(HttpMethods):
         self._transport = RetryTransport(
             transport, self.retry, name=self.name, max_response_bytes=max_response_bytes, budget=retry_budget
         )
-        if max_response_bytes is not None:
-            # Only encodings the size cap can decode incrementally (see _body.py).
-            headers = {"Accept-Encoding": "gzip, deflate", **(headers or {})}
+        # Only the codings the transport decodes with bounded memory (see _body.py).
+        headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
         hooks = {"request": [], "response": [], **(event_hooks or {})}
         if follow_redirects:
             # First, so that user hooks see the request as it will be sent.

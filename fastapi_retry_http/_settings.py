@@ -22,6 +22,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from ._body import DEFAULT_MAX_RESPONSE_BYTES
 from ._budget import RetryBudget
 from ._policy import RetryPolicy
 from ._urls import base_url_problem, header_problem
@@ -134,7 +135,8 @@ class ClientSettings(BaseModel):
             directory, which must exist.
         proxy: A proxy URL for every request.
         follow_redirects: Follow redirects (off by default).
-        max_response_bytes: Refuse response bodies larger than this (decoded).
+        max_response_bytes: Refuse response bodies larger than this (decoded). Unset: 32 MiB
+            for buffered calls, none for streamed ones; a number caps both; `null` lifts it.
         retry: The retry policy, [`RetryPolicy`][fastapi_retry_http.RetryPolicy] itself.
         backend: The connection pool: `aiohttp` or `httpx`; unset means the library's
             default (`aiohttp`).
@@ -152,7 +154,7 @@ class ClientSettings(BaseModel):
     verify: VerifyValue = True
     proxy: ProxyUrlStr | None = Field(default=None, repr=False)
     follow_redirects: bool = False
-    max_response_bytes: PositiveInt | None = None
+    max_response_bytes: PositiveInt | None = DEFAULT_MAX_RESPONSE_BYTES
     retry: RetryPolicy = RetryPolicy()
     backend: Literal["aiohttp", "httpx"] | None = None
     retry_budget: RetryBudget | None = RetryBudget()

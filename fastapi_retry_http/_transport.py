@@ -24,7 +24,7 @@ from tenacity import AsyncRetrying as _AsyncRetrying
 from tenacity import RetryCallState as _RetryCallState
 
 from . import _testing_state
-from ._body import LimitedStream
+from ._body import limit_body
 from ._budget import BudgetCounter, RetryBudget
 from ._policy import RETRY_AFTER_STATUSES, RetryPolicy, parse_retry_after
 from ._redact import url_without_query
@@ -192,13 +192,13 @@ class RetryTransport(httpx.AsyncBaseTransport):
     async def _send(self, request: httpx.Request) -> httpx.Response:
         started = time.perf_counter()
         response = await self.inner.handle_async_request(request)
-        if self.max_response_bytes is not None:
-            try:
-                response.stream = LimitedStream(response, request, self.max_response_bytes)
-            except ResponseTooLargeError:
-                await response.aclose()  # refused on its Content-Length, before reading
-                raise
-        if request.extensions.get(READ_BODY_EXTENSION):
+        buffered = bool(request.extensions.get(READ_BODY_EXTENSION))
+        try:
+            limit_body(response, request, self.max_response_bytes, buffered=buffered)
+        except ResponseTooLargeError:
+            await response.aclose()  # refused on its Content-Length, before reading
+            raise
+        if buffered:
             # Read (and decode) the body here, inside the attempt: a reset or truncation while
             # reading is then retried like any other failure. httpx finds the content already
             # read and does not read it again.
