@@ -10,15 +10,18 @@ import inspect as _inspect
 from importlib.metadata import version as _version
 
 from . import exceptions, testing
-from ._budget import RetryBudget
 from ._client import Client
-from ._fastapi import clients_lifespan, get_client
-from ._policy import RetryPolicy
-from ._registry import ClientRegistry, clients
-from ._settings import ClientSettings, HttpClientsSettings, PoolLimits
-from ._transport import RetryTransport
+from ._config.app import HttpClientsSettings
+from ._config.client import ClientSettings, PoolLimits
+from ._fastapi.lifespan import clients_lifespan, get_client
+from ._fastapi.registry import ClientRegistry, clients
+from ._resilience.budget import RetryBudget
+from ._resilience.events import AttemptEvent
+from ._resilience.pipeline import RetryTransport
+from ._resilience.policy import RetryPolicy
 
 __all__ = [
+    "AttemptEvent",
     "Client",
     "ClientRegistry",
     "ClientSettings",

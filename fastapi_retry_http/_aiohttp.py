@@ -25,7 +25,7 @@ import aiohttp
 import httpx
 from yarl import URL
 
-from ._urls import ILLEGAL_HEADER
+ILLEGAL_HEADER = "aiohttp refused a request header (value not shown)."
 
 __all__ = ["AiohttpTransport"]
 

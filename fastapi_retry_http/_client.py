@@ -5,34 +5,50 @@ from __future__ import annotations
 import importlib.util
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import httpx
-from httpx._client import USE_CLIENT_DEFAULT, UseClientDefault
-from httpx._types import QueryParamTypes, RequestContent, RequestData, RequestFiles, TimeoutTypes
 
-from ._body import ACCEPT_ENCODING, DEFAULT_MAX_RESPONSE_BYTES
-from ._budget import RetryBudget
+from ._backends import BackendName, default_transport
+from ._defaults import DEFAULT_BUDGET, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, MAX_REDIRECTS
 from ._methods import HttpMethods
-from ._policy import RetryPolicy
-from ._redact import install_httpx_log_redactor
-from ._redirects import guard_redirect, remember_origin
-from ._settings import ClientSettings
+from ._resilience.budget import RetryBudget
+from ._resilience.events import Instrument
+from ._resilience.pipeline import POLICY_EXTENSION, RetryTransport
+from ._resilience.policy import RetryPolicy
+from ._resilience.send import STREAM_EXTENSION
+from ._resilience.store import StateStore
+from ._safety.headers import header_problem
+from ._safety.redact import install_httpx_log_redactor
+from ._safety.redirects import guard_redirect, remember_origin
+from ._safety.size_cap import ACCEPT_ENCODING
+from ._safety.urls import base_url_problem, check_path
 from ._timeouts import checked_timeout
-from ._transport import DEFAULT_BUDGET, POLICY_EXTENSION, READ_BODY_EXTENSION, RetryTransport
-from ._transports import Backend, default_transport
-from ._urls import base_url_problem, check_path, header_problem
+from ._types import (
+    USE_CLIENT_DEFAULT,
+    QueryParams,
+    RequestContent,
+    RequestData,
+    RequestFiles,
+    TimeoutValue,
+    UseClientDefault,
+)
 from .exceptions import ClientClosedError, ConfigurationError
 
 __all__ = ["Client"]
 
 logger = logging.getLogger("fastapi_retry_http")
 
-#: Redirects followed per request at most (httpx allows 20); a loop ends in `httpx.TooManyRedirects`.
-MAX_REDIRECTS = 5
+
+class ClientConfig(Protocol):
+    """What `Client.from_settings` needs of a settings object (`ClientSettings` is one)."""
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `Client` the settings stand for."""
+
 
 EventHooks = Mapping[str, list[Callable[..., Any]]]
 
@@ -77,6 +93,9 @@ class Client(HttpMethods):
             `transport` is given.
         retry_budget: Caps this client's retries at a share of its recent requests, so an
             outage upstream does not triple the load on it; `None` for no cap.
+        store: Where the retry budget keeps its counts; the client's own by default.
+        instrumentation: Objects with `on_attempt(event)`, told about every attempt
+            ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
     """
 
     def __init__(
@@ -85,7 +104,7 @@ class Client(HttpMethods):
         *,
         name: str | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: float | httpx.Timeout = 10.0,
+        timeout: float | httpx.Timeout | None = DEFAULT_TIMEOUT,
         limits: httpx.Limits | None = None,
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
@@ -96,39 +115,33 @@ class Client(HttpMethods):
         proxy: str | httpx.URL | None = None,
         max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
         allow_absolute_urls: bool = False,
-        backend: Backend | None = None,
+        backend: BackendName | None = None,
         retry_budget: RetryBudget | None = DEFAULT_BUDGET,
+        store: StateStore | None = None,
+        instrumentation: Iterable[Instrument] = (),
     ) -> None:
         self.retry = retry if retry is not None else RetryPolicy()
         base = httpx.URL(base_url)
         self.name = name if name is not None else (base.host or "client")
-        problem = base_url_problem(base)
-        if problem is not None:
-            raise ConfigurationError(f"Client {self.name!r}: base_url: {problem}.")
-        problem = header_problem((headers or {}).items())
-        if problem is not None:
-            # Named, never shown: header values are credentials.
-            raise ConfigurationError(f"Client {self.name!r}: headers: {problem}")
         try:
-            timeout = checked_timeout(timeout)
-        except ValueError as error:
-            raise ConfigurationError(f"Client {self.name!r}: {error}.") from None
-        if http2 and importlib.util.find_spec("h2") is None:
-            raise ConfigurationError(
-                f"Client {self.name!r}: http2=True needs the 'h2' package: pip install 'fastapi-retry-http[http2]'."
-            )
-        if transport is None:
-            try:
+            timeout = _checked(base, headers, timeout, http2)
+            if transport is None:
                 transport = default_transport(backend=backend, verify=verify, http2=http2, limits=limits, proxy=proxy)
-            except ConfigurationError as error:
-                raise ConfigurationError(f"Client {self.name!r}: {error}") from None
+        except ValueError as error:  # ConfigurationError is one too
+            raise ConfigurationError(f"Client {self.name!r}: {error}") from None
         if verify is False:
             logger.warning("%s: TLS certificate verification is off (verify=False).", self.name)
         install_httpx_log_redactor()
         self._transport = RetryTransport(
-            transport, self.retry, name=self.name, max_response_bytes=max_response_bytes, budget=retry_budget
+            transport,
+            self.retry,
+            name=self.name,
+            max_response_bytes=max_response_bytes,
+            budget=retry_budget,
+            store=store,
+            instrumentation=instrumentation,
         )
-        # Only the codings the transport decodes with bounded memory (see _body.py).
+        # Only the codings the transport decodes with bounded memory (see _safety/size_cap.py).
         headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
         hooks = {"request": [], "response": [], **(event_hooks or {})}
         if follow_redirects:
@@ -150,7 +163,7 @@ class Client(HttpMethods):
         self._closed = False
 
     @classmethod
-    def from_settings(cls, name: str, settings: ClientSettings, **overrides: Any) -> Self:
+    def from_settings(cls, name: str, settings: ClientConfig, **overrides: Any) -> Self:
         """
         Build the client `name` from its [`ClientSettings`][fastapi_retry_http.ClientSettings].
 
@@ -158,6 +171,11 @@ class Client(HttpMethods):
         test `transport`.
         """
         return cls(name=name, **{**settings.client_kwargs(), **overrides})
+
+    @property
+    def transport(self) -> RetryTransport:
+        """The retrying transport every request goes through; its `inner` is the network."""
+        return self._transport
 
     @property
     def base_url(self) -> httpx.URL:
@@ -184,13 +202,13 @@ class Client(HttpMethods):
         method: str,
         path: str,
         *,
-        params: QueryParamTypes | None = None,
+        params: QueryParams | None = None,
         content: RequestContent | None = None,
         json: Any = None,
         data: RequestData | None = None,
         files: RequestFiles | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutValue | UseClientDefault = USE_CLIENT_DEFAULT,
         retry: RetryPolicy | None = None,
     ) -> httpx.Response:
         """
@@ -217,7 +235,7 @@ class Client(HttpMethods):
             UnsafePathError: `path` would leave `base_url`.
             ClientClosedError: The client was closed.
         """
-        request = self._build(method, path, params, content, json, data, files, headers, timeout, retry, True)
+        request = self._build(method, path, params, content, json, data, files, headers, timeout, retry, False)
         return await self.httpx.send(request)
 
     @asynccontextmanager
@@ -226,13 +244,13 @@ class Client(HttpMethods):
         method: str,
         path: str,
         *,
-        params: QueryParamTypes | None = None,
+        params: QueryParams | None = None,
         content: RequestContent | None = None,
         json: Any = None,
         data: RequestData | None = None,
         files: RequestFiles | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutValue | UseClientDefault = USE_CLIENT_DEFAULT,
         retry: RetryPolicy | None = None,
     ) -> AsyncIterator[httpx.Response]:
         """
@@ -247,7 +265,7 @@ class Client(HttpMethods):
                 ...
         ```
         """
-        request = self._build(method, path, params, content, json, data, files, headers, timeout, retry, False)
+        request = self._build(method, path, params, content, json, data, files, headers, timeout, retry, True)
         response = await self.httpx.send(request, stream=True)
         try:
             yield response
@@ -271,15 +289,15 @@ class Client(HttpMethods):
         self,
         method: str,
         path: str,
-        params: QueryParamTypes | None,
+        params: QueryParams | None,
         content: RequestContent | None,
         json: Any,
         data: RequestData | None,
         files: RequestFiles | None,
         headers: Mapping[str, str] | None,
-        timeout: TimeoutTypes | UseClientDefault,
+        timeout: TimeoutValue | UseClientDefault,
         retry: RetryPolicy | None,
-        read_body: bool,
+        stream: bool,
     ) -> httpx.Request:
         if self._closed:
             raise ClientClosedError(f"Client {self.name!r} is closed; it cannot send requests any more.")
@@ -288,9 +306,7 @@ class Client(HttpMethods):
             problem = header_problem(headers.items())
             if problem is not None:
                 raise httpx.LocalProtocolError(problem)  # before any I/O, and without the value
-        if not isinstance(timeout, UseClientDefault):
-            timeout = checked_timeout(timeout)
-        extensions: dict[str, Any] = {READ_BODY_EXTENSION: read_body}
+        extensions: dict[str, Any] = {STREAM_EXTENSION: True} if stream else {}
         if retry is not None:
             extensions[POLICY_EXTENSION] = retry
         request = self.httpx.build_request(
@@ -302,9 +318,27 @@ class Client(HttpMethods):
             files=files,
             json=json,
             headers=headers,
-            timeout=timeout,
+            timeout=httpx.USE_CLIENT_DEFAULT if timeout is USE_CLIENT_DEFAULT else checked_timeout(timeout),
             extensions=extensions,
         )
         if self.httpx.follow_redirects:
             remember_origin(request, private=[*self.httpx.headers.keys(), *(headers or {}).keys()])
         return request
+
+
+def _checked(
+    base: httpx.URL, headers: Mapping[str, str] | None, timeout: float | httpx.Timeout | None, http2: bool
+) -> httpx.Timeout:
+    """Refuse what would fail or leak later; the timeout as both backends will read it."""
+    problem = base_url_problem(base)
+    if problem is not None:
+        raise ConfigurationError(f"base_url: {problem}.")
+    problem = header_problem((headers or {}).items())
+    if problem is not None:
+        raise ConfigurationError(f"headers: {problem}")  # named, never shown: values are credentials
+    if http2 and importlib.util.find_spec("h2") is None:
+        raise ConfigurationError("http2=True needs the 'h2' package: pip install 'fastapi-retry-http[http2]'.")
+    try:
+        return checked_timeout(timeout)
+    except ValueError as error:
+        raise ConfigurationError(f"{error}.") from None

@@ -6,10 +6,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx
-from httpx._client import USE_CLIENT_DEFAULT, UseClientDefault
-from httpx._types import QueryParamTypes, RequestContent, RequestData, RequestFiles, TimeoutTypes
 
-from ._policy import RetryPolicy
+from ._resilience.policy import RetryPolicy
+from ._types import (
+    USE_CLIENT_DEFAULT,
+    QueryParams,
+    RequestContent,
+    RequestData,
+    RequestFiles,
+    TimeoutValue,
+    UseClientDefault,
+)
 
 __all__ = ["HttpMethods"]
 
@@ -24,9 +31,9 @@ class HttpMethods:
         self,
         path: str,
         *,
-        params: QueryParamTypes | None = None,
+        params: QueryParams | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutValue | UseClientDefault = USE_CLIENT_DEFAULT,
         retry: RetryPolicy | None = None,
     ) -> httpx.Response:
         """Send a `GET`; see [`request`][fastapi_retry_http.Client.request]."""
@@ -36,9 +43,9 @@ class HttpMethods:
         self,
         path: str,
         *,
-        params: QueryParamTypes | None = None,
+        params: QueryParams | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutValue | UseClientDefault = USE_CLIENT_DEFAULT,
         retry: RetryPolicy | None = None,
     ) -> httpx.Response:
         """Send a `HEAD`; see [`request`][fastapi_retry_http.Client.request]."""
@@ -48,9 +55,9 @@ class HttpMethods:
         self,
         path: str,
         *,
-        params: QueryParamTypes | None = None,
+        params: QueryParams | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutValue | UseClientDefault = USE_CLIENT_DEFAULT,
         retry: RetryPolicy | None = None,
     ) -> httpx.Response:
         """Send an `OPTIONS`; see [`request`][fastapi_retry_http.Client.request]."""
@@ -60,9 +67,9 @@ class HttpMethods:
         self,
         path: str,
         *,
-        params: QueryParamTypes | None = None,
+        params: QueryParams | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutValue | UseClientDefault = USE_CLIENT_DEFAULT,
         retry: RetryPolicy | None = None,
     ) -> httpx.Response:
         """Send a `DELETE`; see [`request`][fastapi_retry_http.Client.request]."""
@@ -76,9 +83,9 @@ class HttpMethods:
         json: Any = None,
         data: RequestData | None = None,
         files: RequestFiles | None = None,
-        params: QueryParamTypes | None = None,
+        params: QueryParams | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutValue | UseClientDefault = USE_CLIENT_DEFAULT,
         retry: RetryPolicy | None = None,
     ) -> httpx.Response:
         """
@@ -108,9 +115,9 @@ class HttpMethods:
         json: Any = None,
         data: RequestData | None = None,
         files: RequestFiles | None = None,
-        params: QueryParamTypes | None = None,
+        params: QueryParams | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutValue | UseClientDefault = USE_CLIENT_DEFAULT,
         retry: RetryPolicy | None = None,
     ) -> httpx.Response:
         """Send a `PUT`; see [`request`][fastapi_retry_http.Client.request]."""
@@ -135,9 +142,9 @@ class HttpMethods:
         json: Any = None,
         data: RequestData | None = None,
         files: RequestFiles | None = None,
-        params: QueryParamTypes | None = None,
+        params: QueryParams | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: TimeoutTypes | UseClientDefault = USE_CLIENT_DEFAULT,
+        timeout: TimeoutValue | UseClientDefault = USE_CLIENT_DEFAULT,
         retry: RetryPolicy | None = None,
     ) -> httpx.Response:
         """Send a `PATCH`; retried once sent only like `post`."""

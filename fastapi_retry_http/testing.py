@@ -23,8 +23,8 @@ from contextlib import contextmanager
 
 import httpx
 
-from . import _testing_state
-from ._registry import ClientRegistry, clients, normalise_name
+from . import _clock
+from ._fastapi.registry import ClientRegistry, clients, normalise_name
 
 __all__ = ["no_sleep", "override_transport", "set_no_sleep"]
 
@@ -45,14 +45,14 @@ def no_sleep() -> Iterator[list[float]]:
 
     async def record(seconds: float) -> None:
         waits.append(seconds)
-        _testing_state.skipped += seconds
+        _clock.skipped += seconds
 
-    previous = _testing_state.sleep
-    _testing_state.sleep = record
+    previous = _clock.sleep
+    _clock.sleep = record
     try:
         yield waits
     finally:
-        _testing_state.sleep = previous
+        _clock.sleep = previous
 
 
 def set_no_sleep(enabled: bool) -> None:
@@ -64,9 +64,9 @@ def set_no_sleep(enabled: bool) -> None:
     """
 
     async def skip(seconds: float) -> None:
-        _testing_state.skipped += seconds
+        _clock.skipped += seconds
 
-    _testing_state.sleep = skip if enabled else None
+    _clock.sleep = skip if enabled else None
 
 
 @contextmanager
@@ -88,18 +88,19 @@ def override_transport(
     ```
     """
     key = normalise_name(name)
-    previous = registry._transport_overrides.get(key)
-    registry._transport_overrides[key] = transport
+    overrides = registry.transport_overrides
+    previous = overrides.get(key)
+    overrides[key] = transport
     running = registry.get(key)
-    original = running._transport.inner if running is not None else None
+    original = running.transport.inner if running is not None else None
     if running is not None:
-        running._transport.inner = transport
+        running.transport.inner = transport
     try:
         yield
     finally:
         if previous is None:
-            del registry._transport_overrides[key]
+            del overrides[key]
         else:
-            registry._transport_overrides[key] = previous
+            overrides[key] = previous
         if running is not None and original is not None:
-            running._transport.inner = original
+            running.transport.inner = original

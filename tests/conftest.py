@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fastapi_retry_http import _transports
+from fastapi_retry_http import _backends
 from fastapi_retry_http.testing import no_sleep
 from tests.servers import Upstream
 
@@ -39,5 +39,5 @@ def upstream(_upstream_server: Upstream) -> Upstream:
 @pytest.fixture(params=["aiohttp", "httpx"])
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Runs a test once per inner transport: retry semantics must not depend on it."""
-    monkeypatch.setattr(_transports, "DEFAULT_BACKEND", request.param)
+    monkeypatch.setattr(_backends, "DEFAULT_BACKEND", request.param)
     return str(request.param)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from fastapi_retry_http import Client
-from fastapi_retry_http._transports import CancelSafeTransport
+from fastapi_retry_http._backends.httpx_pool import CancelSafeTransport
 from fastapi_retry_http.exceptions import ConfigurationError
 from tests.servers import RawServer, ok
 
@@ -59,7 +59,7 @@ async def test_the_proxy_is_used() -> None:
 
 async def test_http2_falls_back_to_httpxs_transport(backend: str) -> None:
     async with Client("https://billing.internal", http2=True) as c:
-        assert isinstance(c._transport.inner, CancelSafeTransport)
+        assert isinstance(c.transport.inner, CancelSafeTransport)
 
 
 def test_http2_without_h2_is_a_clear_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from fastapi_retry_http import Client, RetryPolicy, RetryTransport
 from fastapi_retry_http._aiohttp import AiohttpTransport
-from fastapi_retry_http._transports import CancelSafeTransport
+from fastapi_retry_http._backends.httpx_pool import CancelSafeTransport
 from tests.servers import RawServer, ok, reset, response_bytes
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
@@ -27,7 +27,7 @@ Writer = asyncio.StreamWriter
 
 
 def active_connections(client: Client) -> int:
-    inner = client._transport.inner
+    inner = client.transport.inner
     if isinstance(inner, AiohttpTransport):
         session = inner._session
         return 0 if session is None else len(session.connector._acquired)  # type: ignore[union-attr]

@@ -262,7 +262,7 @@ class TestLifecycle:
 
 
 def ssl_context_of(client: Client) -> object:
-    inner = client._transport.inner
+    inner = client.transport.inner
     if isinstance(inner, AiohttpTransport):
         return inner._ssl_context
     return inner.inner._pool._ssl_context  # type: ignore[attr-defined]

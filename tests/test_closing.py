@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 import pytest
 
-from fastapi_retry_http import Client, RetryPolicy, _testing_state
+from fastapi_retry_http import Client, RetryPolicy, _clock
 from fastapi_retry_http.exceptions import ClientClosedError
 from tests.servers import RawServer, Reply, Upstream
 
@@ -33,17 +33,17 @@ async def test_a_call_waiting_to_retry_ends_at_once_and_nothing_more_is_sent(
     upstream: Upstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A backoff wait that would never end by itself: only closing can end it.
-    monkeypatch.setattr(_testing_state, "sleep", forever)
+    monkeypatch.setattr(_clock, "sleep", forever)
     upstream.script("/x", Reply(503, headers={"Retry-After": "1"}))
     c = Client(upstream.url)
     call = asyncio.create_task(c.get("/x"))
-    await until(lambda: bool(c._transport._waits))  # the call is in its backoff wait
+    await until(lambda: bool(c.transport._waits))  # the call is in its backoff wait
     await c.aclose()
     async with asyncio.timeout(1):
         with pytest.raises(ClientClosedError, match="closed while a call waited to retry"):
             await call
     assert upstream.hits["/x"] == 1
-    assert c._transport._deadlines._timer is None  # no timer left armed
+    assert not c.transport._sender.deadlines.armed  # no timer left armed
 
 
 async def test_an_attempt_in_flight_ends_promptly_without_a_retry() -> None:

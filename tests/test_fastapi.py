@@ -26,7 +26,7 @@ from fastapi_retry_http import (
     clients_lifespan,
     get_client,
 )
-from fastapi_retry_http._fastapi import STATE_KEY
+from fastapi_retry_http._fastapi.lifespan import STATE_KEY
 from fastapi_retry_http.exceptions import ConfigurationError, LifespanNotRunError, UnknownClientError
 from fastapi_retry_http.testing import override_transport
 from tests.servers import Upstream

@@ -11,8 +11,8 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastapi_retry_http._policy import parse_retry_after
-from fastapi_retry_http._urls import check_path
+from fastapi_retry_http._resilience.policy import parse_retry_after
+from fastapi_retry_http._safety.urls import check_path
 from fastapi_retry_http.exceptions import UnsafePathError
 
 MERGER = httpx.Client(base_url="https://api.internal/v1/", transport=httpx.MockTransport(lambda r: httpx.Response(200)))

@@ -11,6 +11,7 @@ import fastapi_retry_http
 from fastapi_retry_http import exceptions, testing
 
 PUBLIC = {
+    "AttemptEvent",
     "Client",
     "ClientRegistry",
     "ClientSettings",

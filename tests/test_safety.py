@@ -113,9 +113,10 @@ class TestHeaderInjection:
         async with RawServer(lambda r, w, n: ok(r, w)) as server, Client(server.url) as c:
             with pytest.raises(httpx.LocalProtocolError, match="not a valid HTTP token") as caught:
                 await c.get("/x", headers={name: "v"})
-            c.headers[name] = "v"  # set on the client later: refused by the transport
-            with pytest.raises(httpx.LocalProtocolError, match="not a valid HTTP token"):
-                await c.get("/x")
+            if name.isascii():  # httpx itself refuses a non-ASCII name on the client
+                c.headers[name] = "v"  # set on the client later: refused by the transport
+                with pytest.raises(httpx.LocalProtocolError, match="not a valid HTTP token"):
+                    await c.get("/x")
         assert (server.connections, waits) == (0, [])
         assert "control character" not in str(caught.value)
 

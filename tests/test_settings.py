@@ -17,7 +17,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from fastapi_retry_http import ClientSettings, HttpClientsSettings, clients_lifespan
-from fastapi_retry_http._settings import _ValueHidingSource
+from fastapi_retry_http._config.app import _ValueHidingSource
 from fastapi_retry_http.exceptions import ConfigurationError
 
 SECRET = "sk-s3cret"

@@ -12,13 +12,14 @@ import tracemalloc
 import zlib
 from collections.abc import Callable
 
-import brotli
+import brotli  # type: ignore[import-untyped]
 import httpx
 import pytest
 import zstandard
 
-from fastapi_retry_http import Client, ClientSettings, _body
-from fastapi_retry_http._body import DEFAULT_MAX_RESPONSE_BYTES, PIECE, limit_body
+from fastapi_retry_http import Client, ClientSettings
+from fastapi_retry_http._safety import size_cap as _body
+from fastapi_retry_http._safety.size_cap import DEFAULT_MAX_RESPONSE_BYTES, PIECE, limit_body
 from fastapi_retry_http.exceptions import ResponseTooLargeError
 from tests.servers import RawServer, Reply, Upstream
 

@@ -137,14 +137,14 @@ class TestCaBundle:
         bundle = tmp_path / "ca.pem"
         ca.cert_pem.write_to_path(str(bundle))
         a, b = Client("https://a.internal", verify=str(bundle)), Client("https://b.internal", verify=str(bundle))
-        assert a._transport.inner._ssl_context is b._transport.inner._ssl_context  # type: ignore[attr-defined]
+        assert a.transport.inner._ssl_context is b.transport.inner._ssl_context  # type: ignore[attr-defined]
         await a.aclose()
         await b.aclose()
 
     async def test_a_directory_of_ca_certificates_is_a_bundle_too(self, tmp_path: Path) -> None:
         (tmp_path / "certs").mkdir()
         async with Client("https://a.internal", verify=str(tmp_path / "certs"), backend="aiohttp") as c:
-            assert isinstance(c._transport.inner._ssl_context, ssl.SSLContext)  # type: ignore[attr-defined]
+            assert isinstance(c.transport.inner._ssl_context, ssl.SSLContext)  # type: ignore[attr-defined]
 
     @pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
     @pytest.mark.parametrize("http2", [False, True])

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fastapi_retry_http import Client, RetryBudget, RetryPolicy, RetryTransport, _testing_state
+from fastapi_retry_http import Client, RetryBudget, RetryPolicy, RetryTransport, _clock
 from fastapi_retry_http.exceptions import DeadlineExceeded
 
 pytestmark = pytest.mark.anyio
@@ -442,7 +442,7 @@ class TestNoSleepModes:
         from fastapi_retry_http.testing import set_no_sleep
 
         handler = Scripted(503, 200)
-        skipped = _testing_state.skipped
+        skipped = _clock.skipped
         set_no_sleep(True)  # replaces the recording no_sleep() of the autouse `waits` fixture
         try:
             async with client(handler, RetryPolicy(wait_initial=3600, wait_max=3600, jitter=False, deadline=None)) as c:
@@ -452,8 +452,8 @@ class TestNoSleepModes:
             set_no_sleep(False)
         assert handler.attempts == 2
         assert waits == []  # the fixture's recorder was not the one in use
-        assert _testing_state.skipped - skipped == 3600  # the wait was skipped, and counted
-        assert _testing_state.sleep is None
+        assert _clock.skipped - skipped == 3600  # the wait was skipped, and counted
+        assert _clock.sleep is None
 
     async def test_a_deadline_passed_between_attempts_raises_before_sending(self) -> None:
         readings = iter([0.0, 0.0, 0.0, 31.0])  # start, attempt 1, stop check, attempt 2

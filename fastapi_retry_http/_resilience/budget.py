@@ -9,12 +9,18 @@ share of recent requests; this is the same idea, per client, in memory.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-__all__ = ["RetryBudget"]
+from .attempts import Call, Outcome
+from .gates import Refusal
+
+__all__ = ["BudgetCounter", "BudgetGate", "RetryBudget"]
+
+logger: Final = logging.getLogger("fastapi_retry_http")
 
 #: The budget's floor when `min_retries` is not given: Finagle's 10 retries a second.
 MIN_RETRIES_PER_SECOND: Final = 10
@@ -62,11 +68,10 @@ class BudgetCounter:
 
     BUCKETS = 10
 
-    __slots__ = ("_bucket_end", "_budget", "_clock", "_current", "_requests", "_retries", "_width", "window")
+    __slots__ = ("_bucket_end", "_budget", "_current", "_requests", "_retries", "_width", "window")
 
-    def __init__(self, budget: RetryBudget, clock: Callable[[], float]) -> None:
+    def __init__(self, budget: RetryBudget) -> None:
         self._budget = budget
-        self._clock = clock
         self.window = budget.window
         self._width = budget.window / self.BUCKETS
         self._requests = [0] * self.BUCKETS
@@ -89,12 +94,49 @@ class BudgetCounter:
             self._roll(now)
         self._requests[self._current % self.BUCKETS] += 1
 
-    def try_retry(self) -> bool:
-        """Take one retry from the budget, if it has one."""
-        now = self._clock()
+    def try_retry(self, now: float) -> bool:
+        """Take one retry from the budget at `now`, if it has one."""
         if now >= self._bucket_end:
             self._roll(now)
         if sum(self._retries) >= self._budget.min_retries + self._budget.ratio * sum(self._requests):
             return False
         self._retries[self._current % self.BUCKETS] += 1
         return True
+
+
+class BudgetGate:
+    """
+    The retry budget as a gate: every first attempt is counted and goes; a retry goes only
+    while the budget has one. A spent budget is logged once per window, not once per call.
+    """
+
+    __slots__ = ("_clock", "_counter", "_warned_at")
+
+    #: What a refused retry says, in events and in the note on a raised error.
+    SPENT: Final = Refusal("budget")
+
+    def __init__(self, counter: BudgetCounter, clock: Callable[[], float]) -> None:
+        self._counter = counter
+        self._clock = clock
+        self._warned_at = -math.inf
+
+    def admit(self, call: Call) -> Refusal | None:
+        """Count a first attempt; take a retry from the budget, or refuse it."""
+        now = self._clock()
+        if call.attempt == 0:
+            self._counter.sent(now)
+            return None
+        if self._counter.try_retry(now):
+            return None
+        if now - self._warned_at >= self._counter.window:
+            # Once per window: during an outage every call would say the same.
+            self._warned_at = now
+            logger.warning(
+                "%s: retry budget spent; failing calls are not retried until it refills.",
+                call.client,
+                extra={"client": call.client, "reason": "budget"},
+            )
+        return self.SPENT
+
+    def record(self, call: Call, outcome: Outcome) -> None:
+        """The budget counts requests and retries, not their outcomes."""

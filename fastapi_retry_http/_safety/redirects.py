@@ -14,7 +14,7 @@ from typing import Final
 
 import httpx
 
-from .exceptions import UnsafeRedirectError
+from ..exceptions import UnsafeRedirectError
 
 __all__ = ["guard_redirect", "remember_origin"]
 

@@ -1,5 +1,6 @@
 """
-The path guard: a path handed to a client must stay under the client's base URL.
+The path guard (a path handed to a client must stay under the client's base URL) and the
+base URL rules shared by `Client` and `ClientSettings`.
 
 httpx merges `http://other/x` by replacing the host, silently drops the host of `//other/x`,
 and resolves `../../admin` above the base path. A path built from user input could then
@@ -11,12 +12,11 @@ from __future__ import annotations
 
 import re
 import string
-from collections.abc import Iterable, Mapping
 from typing import Final
 
 import httpx
 
-from .exceptions import UnsafePathError
+from ..exceptions import UnsafePathError
 
 # A scheme (RFC 3986: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) ":") at the very start.
 _SCHEME: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
@@ -28,45 +28,6 @@ _ENCODED_BACKSLASH: Final = re.compile(r"%5c", re.IGNORECASE)
 # Paths made only of these cannot carry a scheme, a dot segment, an escape or a control character.
 _PLAIN: Final = frozenset(string.ascii_letters + string.digits + "-_~/")
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
-# Tab is legal inside a header value; every other control character splits or corrupts it.
-_HEADER_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-
-# RFC 9110 field names are tokens; anything else (a space, a colon) makes a different header
-# on the wire, or a 400.
-_TOKEN_CHARS: Final = (string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~").encode()
-# Field values: visible characters, space, tab and obs-text; never CR, LF, NUL or another control.
-_VALUE_CHARS: Final = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
-
-#: The error message for a header name that is not an RFC 9110 token (the name is not shown:
-#: a value pasted into the name by mistake would be a credential).
-INVALID_HEADER_NAME: Final = (
-    "A request header name is not a valid HTTP token (RFC 9110 allows letters, digits and "
-    "!#$%&'*+-.^_`|~ only; no spaces or colons). The name is not shown."
-)
-
-
-def header_problem(headers: Iterable[tuple[str | bytes, str | bytes]]) -> str | None:
-    """
-    What is wrong with the first invalid header of `headers`, or `None`: a name that is not
-    a token, a control character (CR, LF, NUL...) in a value, or a non-ASCII text value.
-
-    The message names the header when its name is valid, and never shows a value.
-    """
-    for name, value in headers:
-        raw_name = name.encode("latin-1", "replace") if isinstance(name, str) else name
-        if not raw_name or raw_name.translate(None, _TOKEN_CHARS):
-            return INVALID_HEADER_NAME
-        if isinstance(value, str):
-            if not value.isascii():
-                return (
-                    f"Request header {raw_name.decode()!r} has a non-ASCII value, which HTTP/1.1 cannot carry "
-                    "as text (value not shown). Encode it first, for example percent-encoded as in RFC 8187."
-                )
-            value = value.encode()
-        if value.translate(None, _VALUE_CHARS):
-            return f"Request header {raw_name.decode()!r} has a control character in its value (value not shown)."
-    return None
 
 
 def base_url_problem(url: httpx.URL) -> str | None:
@@ -80,18 +41,6 @@ def base_url_problem(url: httpx.URL) -> str | None:
         return "a query or fragment is not allowed in a base URL"
     if str(url) and url.scheme not in ("http", "https"):
         return "the scheme must be http or https"
-    return None
-
-
-#: The error message for a header that would split the request: the value is never shown.
-ILLEGAL_HEADER: Final = "A request header name or value contains a control character (value not shown)."
-
-
-def control_character_header(headers: Mapping[str, str]) -> str | None:
-    """The name of the first header whose name or value holds CR, LF or another control character."""
-    for name, value in headers.items():
-        if _HEADER_CONTROL.search(name) or _HEADER_CONTROL.search(value):
-            return name
     return None
 
 

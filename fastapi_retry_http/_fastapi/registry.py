@@ -8,8 +8,8 @@ from typing import Final
 
 import httpx
 
-from ._client import Client
-from .exceptions import UnknownClientError
+from .._client import Client
+from ..exceptions import UnknownClientError
 
 __all__ = ["ClientRegistry", "clients"]
 
@@ -33,8 +33,9 @@ class ClientRegistry(Mapping[str, Client]):
 
     def __init__(self) -> None:
         self._clients: dict[str, Client] = {}
-        # Test transports by client name, set through fastapi_retry_http.testing.
-        self._transport_overrides: dict[str, httpx.AsyncBaseTransport] = {}
+        #: Transports that replace the network of the clients built later, by lowercased name
+        #: (set through [`testing.override_transport`][fastapi_retry_http.testing.override_transport]).
+        self.transport_overrides: dict[str, httpx.AsyncBaseTransport] = {}
 
     def __getitem__(self, name: str) -> Client:
         try:

@@ -21,7 +21,7 @@ from typing import Final, NoReturn, Protocol
 
 import httpx
 
-from .exceptions import ResponseTooLargeError
+from ..exceptions import ResponseTooLargeError
 
 
 class _DefaultCap(int):

@@ -18,10 +18,10 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.requests import HTTPConnection
 from starlette.routing import Host, Mount
 
-from ._client import Client
-from ._registry import ClientRegistry, clients, normalise_name
-from ._settings import ClientSettings
-from .exceptions import ConfigurationError, LifespanNotRunError, UnknownClientError
+from .._client import Client
+from .._config.client import ClientSettings
+from ..exceptions import ConfigurationError, LifespanNotRunError, UnknownClientError
+from .registry import ClientRegistry, clients, normalise_name
 
 __all__ = ["clients_lifespan", "get_client"]
 
@@ -154,8 +154,8 @@ def _validate(configs: Mapping[str, ClientSettings | Mapping[str, Any]]) -> dict
 
 def _build(name: str, config: ClientSettings, registry: ClientRegistry) -> Client:
     overrides: dict[str, Any] = {}
-    if name in registry._transport_overrides:
-        overrides["transport"] = registry._transport_overrides[name]
+    if name in registry.transport_overrides:
+        overrides["transport"] = registry.transport_overrides[name]
     try:
         return Client.from_settings(name, config, **overrides)
     except ConfigurationError:

@@ -1,0 +1,78 @@
+"""The vocabulary every stage shares: a call on its way through, and what one attempt gave."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from .policy import RetryPolicy
+
+__all__ = ["Call", "Outcome", "replayable"]
+
+
+def replayable(stream: object) -> bool:
+    """
+    Whether a request body can be sent again as it was.
+
+    httpx's in-memory bodies (`ByteStream`) and multipart bodies (which re-read their files)
+    are both sync and async streams; a body from an async iterator is async only, and is
+    consumed by its first send.
+    """
+    return isinstance(stream, httpx.SyncByteStream) and isinstance(stream, httpx.AsyncByteStream)
+
+
+@dataclass(slots=True)
+class Call:
+    """
+    One request on its way through the pipeline: what the stages read and update.
+
+    Attributes:
+        request: The request, sent unchanged by every attempt.
+        policy: The retry policy in force for it.
+        client: The client's name.
+        deadline_at: The clock reading at which the call is out of time, or `None`.
+        retries: Whether the call may be retried at all (a replayable body, `attempts > 1`).
+        attempt: Attempts started so far (0 before the first).
+    """
+
+    request: httpx.Request
+    policy: RetryPolicy
+    client: str
+    deadline_at: float | None
+    retries: bool
+    attempt: int = 0
+
+
+class Outcome:
+    """What one attempt gave: a response or an error, and whether it may be retried."""
+
+    __slots__ = ("duration", "error", "response", "retryable")
+
+    def __init__(
+        self,
+        *,
+        response: httpx.Response | None = None,
+        error: Exception | None = None,
+        retryable: bool = False,
+        duration: float = 0.0,
+    ) -> None:
+        self.response = response
+        self.error = error
+        self.retryable = retryable
+        self.duration = duration
+
+    @property
+    def reason(self) -> str:
+        """The status code, or the error's class name: what log records and events show."""
+        if self.error is not None:
+            return type(self.error).__name__
+        assert self.response is not None
+        return str(self.response.status_code)
+
+    def unwrap(self) -> httpx.Response:
+        """The response, or raise the error."""
+        if self.error is not None:
+            raise self.error
+        assert self.response is not None
+        return self.response

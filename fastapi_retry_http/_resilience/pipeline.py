@@ -1,0 +1,225 @@
+"""
+`RetryTransport`: the pipeline every request of every client goes through.
+
+Each attempt passes the same stages, in this order:
+
+1. gates (`gates.Gate`): the retry budget counts the request; a refusal ends the call
+2. send (`send.Sender`): within the deadline, shielded where the backend needs it, body read
+3. classify (`policy.RetryPolicy`): a success, a failure to return, or one to retry
+4. record: every gate learns the outcome
+5. decide (`decisions.Decisions`, run by tenacity in `engine`): wait, or stop and say why;
+   a retry asks the gates before its wait, so a refused retry costs no waiting
+6. event (`events.Instruments`): once the attempt's fate is known, if anyone listens
+
+The first attempt runs without tenacity (65-100 us saved per call); only a retryable one
+hands over to the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random as _random
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Final
+
+import httpx
+
+from .. import _clock
+from .._safety.headers import header_problem
+from ..exceptions import ClientClosedError, DeadlineExceeded
+from . import engine
+from .attempts import Call, Outcome, replayable
+from .budget import BudgetGate, RetryBudget
+from .decisions import Decisions, event, final_kind
+from .events import Instrument, Instruments
+from .gates import Gate
+from .policy import RetryPolicy
+from .send import Sender
+from .store import MemoryStore, StateStore
+
+__all__ = ["ATTEMPTS_EXTENSION", "DEFAULT_BUDGET", "POLICY_EXTENSION", "RetryTransport"]
+
+#: `request.extensions` key for a per-request `RetryPolicy`.
+POLICY_EXTENSION: Final = "fastapi_retry_http.retry"
+#: `response.extensions` key: how many attempts a retried request took (absent: one).
+ATTEMPTS_EXTENSION: Final = "fastapi_retry_http.attempts"
+#: The budget every client gets unless told otherwise.
+DEFAULT_BUDGET: Final = RetryBudget()
+
+SleepFn = Callable[[float], Awaitable[None]]
+
+
+class RetryTransport(httpx.AsyncBaseTransport):
+    """
+    An httpx transport that retries the requests of the transport it wraps.
+
+    Use it directly to give any `httpx.AsyncClient` the library's retry rules:
+
+    ```python
+    client = httpx.AsyncClient(transport=RetryTransport(httpx.AsyncHTTPTransport(), RetryPolicy()))
+    ```
+
+    A request may carry its own policy in `request.extensions["fastapi_retry_http.retry"]`.
+    Bodies are read inside the attempt, so a failure while reading one is retried too; a
+    request with `extensions["fastapi_retry_http.stream"] = True` is returned at its headers
+    instead (what `Client.stream()` does).
+
+    Args:
+        inner: The transport that sends each attempt; `httpx.AsyncHTTPTransport()` if omitted.
+            It may be replaced later (`transport.inner = ...`), in tests for example.
+        policy: How to retry; `RetryPolicy()` if omitted.
+        name: The client name written in retry log records and events.
+        max_response_bytes: Refuse bodies larger than this (decoded), read inside the attempt.
+        sleep: Awaited for each backoff wait (default `asyncio.sleep`); tests pass a recorder.
+        clock: Monotonic seconds, used for the deadline (default `time.monotonic`, plus the
+            waits skipped in no-sleep mode).
+        random: Draws in [0, 1) for the jitter (default `random.random`).
+        budget: Caps retries at a share of recent requests
+            ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `None` for no cap.
+        store: Where the budget keeps its counts; this transport's own by default.
+        gates: More gates, asked after the budget before every attempt.
+        instrumentation: Objects with `on_attempt(event)`, told about every attempt.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport | None = None,
+        policy: RetryPolicy | None = None,
+        *,
+        name: str = "",
+        max_response_bytes: int | None = None,
+        sleep: SleepFn | None = None,
+        clock: Callable[[], float] = _clock.monotonic,
+        random: Callable[[], float] = _random.random,
+        budget: RetryBudget | None = DEFAULT_BUDGET,
+        store: StateStore | None = None,
+        gates: Iterable[Gate] = (),
+        instrumentation: Iterable[Instrument] = (),
+    ) -> None:
+        self._sender = Sender(inner if inner is not None else httpx.AsyncHTTPTransport(), clock, max_response_bytes)
+        self.policy = policy if policy is not None else RetryPolicy()
+        self.name = name
+        self._sleep = sleep
+        self._clock = clock
+        self._random = random
+        store = store if store is not None else MemoryStore()
+        budget_gate = () if budget is None else (BudgetGate(store.budget_counter(name, budget), clock),)
+        self._gates: tuple[Gate, ...] = (*budget_gate, *gates)
+        self._instruments = Instruments(instrumentation)
+        self._closed = False
+        self._waits: set[asyncio.Future[None]] = set()
+
+    @property
+    def inner(self) -> httpx.AsyncBaseTransport:
+        """The transport each attempt is sent through."""
+        return self._sender.inner
+
+    @inner.setter
+    def inner(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._sender.inner = inner
+
+    @property
+    def max_response_bytes(self) -> int | None:
+        """The cap on decoded response bodies, or `None`."""
+        return self._sender.max_response_bytes
+
+    async def aclose(self) -> None:
+        """
+        Close the inner transport. Nothing is sent afterwards: a call waiting to retry ends at
+        once with `ClientClosedError`, and so does any later call.
+        """
+        self._closed = True
+        for wait in list(self._waits):
+            wait.cancel()
+        self._sender.deadlines.close()
+        await self.inner.aclose()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` through the inner transport, retrying it by its policy."""
+        self._check_open()
+        problem = header_problem(request.headers.raw)
+        if problem is not None:
+            # Before any I/O, whatever the backend, and without the value.
+            raise httpx.LocalProtocolError(problem, request=request)
+        policy: RetryPolicy = request.extensions.get(POLICY_EXTENSION, self.policy)
+        deadline_at = None if policy.deadline is None else self._clock() + policy.deadline
+        retries = policy.attempts > 1 and replayable(request.stream)
+        call = Call(request, policy, self.name, deadline_at, retries)
+        for gate in self._gates:
+            refusal = gate.admit(call)
+            if refusal is not None and refusal.error is not None:
+                raise refusal.error
+        outcome = await self._attempt(call)
+        if not outcome.retryable:
+            self._final_event(call, outcome)
+            return outcome.unwrap()
+        decisions = Decisions(call, self._gates, self._instruments, self._clock, self._random)
+        outcome = await engine.retry(outcome, lambda: self._retry(call), decisions, self._wait)
+        if decisions.stopped is None:
+            self._final_event(call, outcome)
+        if outcome.error is not None:
+            # The original error, not wrapped; the note tells how far the retries got.
+            spent = " (retry budget spent)" if decisions.stopped == "budget" else ""
+            outcome.error.add_note(
+                f"fastapi_retry_http: raised by attempt {call.attempt} of at most {policy.attempts}{spent}."
+            )
+            raise outcome.error
+        response = outcome.unwrap()
+        response.extensions[ATTEMPTS_EXTENSION] = call.attempt
+        return response
+
+    async def _attempt(self, call: Call) -> Outcome:
+        """One attempt through the send, classify and record stages."""
+        call.attempt += 1
+        started = time.perf_counter() if self._instruments else 0.0
+        request, policy = call.request, call.policy
+        try:
+            response = await self._sender.send(call)
+        except Exception as error:
+            outcome = Outcome(error=error, retryable=call.retries and policy.retries_error(request, error))
+        except asyncio.CancelledError:
+            # Never retried, never wrapped; the instruments hear of it.
+            if self._instruments:
+                cancelled = Outcome(duration=time.perf_counter() - started)
+                self._instruments.emit(event(call, cancelled, "cancelled"))
+            raise
+        else:
+            retryable = call.retries and policy.retries_status(request, response.status_code)
+            outcome = Outcome(response=response, retryable=retryable)
+        if self._instruments:
+            outcome.duration = time.perf_counter() - started
+        for gate in self._gates:
+            gate.record(call, outcome)
+        return outcome
+
+    def _final_event(self, call: Call, outcome: Outcome) -> None:
+        if not self._instruments:
+            return
+        if isinstance(outcome.error, DeadlineExceeded):
+            self._instruments.emit(event(call, outcome, "returned", reason="deadline"))
+        else:
+            self._instruments.emit(event(call, outcome, final_kind(call, outcome)))
+
+    async def _retry(self, call: Call) -> Outcome:
+        self._check_open()
+        return await self._attempt(call)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClientClosedError(f"Client {self.name!r} is closed; no request is sent any more.")
+
+    async def _wait(self, seconds: float) -> None:
+        """The backoff wait, cut short by `aclose()`."""
+        wait = asyncio.ensure_future((self._sleep or _clock.sleep or asyncio.sleep)(seconds))
+        self._waits.add(wait)
+        try:
+            await wait
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closed and task is not None and not task.cancelling():
+                raise ClientClosedError(f"Client {self.name!r} was closed while a call waited to retry.") from None
+            raise
+        finally:
+            self._waits.discard(wait)
+            wait.cancel()

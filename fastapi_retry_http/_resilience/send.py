@@ -1,0 +1,112 @@
+"""
+The send stage of one attempt: within the call's deadline, out of reach of cancellation where
+the backend needs it, the response's body read and size-capped inside the attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import httpx
+
+from .._backends.protocol import shield_of
+from .._safety.size_cap import limit_body
+from ..exceptions import DeadlineExceeded, ResponseTooLargeError
+from .attempts import Call
+from .deadlines import Deadlines
+
+__all__ = ["STREAM_EXTENSION", "Sender", "discard"]
+
+#: `request.extensions` key: `True` returns the response at its headers, body unread (what
+#: `Client.stream()` does). Otherwise the body is read inside the attempt, so that a reset or
+#: a truncation while reading it is retried like any other failure.
+STREAM_EXTENSION: Final = "fastapi_retry_http.stream"
+
+#: How much of a discarded response is read so its connection can be reused; a larger body is
+#: cut off by closing the connection instead.
+DRAIN_LIMIT: Final = 64 * 1024
+
+
+class Sender:
+    """Sends attempts through the inner transport (the backend)."""
+
+    __slots__ = ("_clock", "_inner", "_shield", "deadlines", "max_response_bytes")
+
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, clock: Callable[[], float], max_response_bytes: int | None
+    ) -> None:
+        self.inner = inner
+        self._clock = clock
+        self.max_response_bytes = max_response_bytes
+        self.deadlines = Deadlines()
+
+    @property
+    def inner(self) -> httpx.AsyncBaseTransport:
+        """The backend every attempt goes through; replacing it (in tests) is safe at any time."""
+        return self._inner
+
+    @inner.setter
+    def inner(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+        # Decided here, not per request, and again whenever the backend is replaced.
+        self._shield = shield_of(inner)
+
+    async def send(self, call: Call) -> httpx.Response:
+        """One attempt of `call`, bounded by its deadline."""
+        request = call.request
+        if call.deadline_at is None:
+            return await self._shielded(request)
+        remaining = call.deadline_at - self._clock()
+        if remaining <= 0:
+            raise DeadlineExceeded("The retry deadline passed before the attempt started.", request=request)
+        # A slow drip never trips httpx's per-read timeout; the deadline bounds the attempt.
+        task = self.deadlines.watch(remaining)
+        try:
+            return await self._shielded(request)
+        except asyncio.CancelledError:
+            if task in self.deadlines.fired and task.uncancel() == 0:
+                raise DeadlineExceeded("The retry deadline passed during the attempt.", request=request) from None
+            raise
+        finally:
+            self.deadlines.unwatch(task)
+
+    def _shielded(self, request: httpx.Request) -> Awaitable[httpx.Response]:
+        sending = self._send(request)
+        return sending if self._shield is None else self._shield(sending)
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        started = time.perf_counter()
+        response = await self._inner.handle_async_request(request)
+        buffered = not request.extensions.get(STREAM_EXTENSION)
+        try:
+            limit_body(response, request, self.max_response_bytes, buffered=buffered)
+        except ResponseTooLargeError:
+            await response.aclose()  # refused on its Content-Length, before reading
+            raise
+        if buffered:
+            # httpx finds the content already read and does not read it again.
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+            response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
+        return response
+
+
+async def discard(response: httpx.Response) -> None:
+    """Release a response that will not be returned, so its connection goes back to the pool."""
+    try:
+        if not response.is_stream_consumed:
+            drained = 0
+            async for chunk in response.aiter_raw():
+                drained += len(chunk)
+                if drained > DRAIN_LIMIT:
+                    break
+    except httpx.HTTPError:
+        pass  # The connection is broken; closing it below is all that is left to do.
+    finally:
+        await response.aclose()

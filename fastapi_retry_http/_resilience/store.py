@@ -1,0 +1,40 @@
+"""
+The state-store seam: where the gates keep their counters.
+
+A gate never owns its numbers: it asks the store for them by client name. `MemoryStore` keeps
+them in this process (each `RetryTransport` gets its own unless given one); a store shared by
+several processes (Redis) implements the same interface, so the gates do not change.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from .budget import BudgetCounter, RetryBudget
+
+__all__ = ["MemoryStore", "StateStore"]
+
+
+class StateStore(Protocol):
+    """Keeps the state of the gates of every client that uses it, by client name."""
+
+    def budget_counter(self, client: str, budget: RetryBudget) -> BudgetCounter:
+        """The request and retry counts of `client`'s retry budget."""
+
+
+class MemoryStore:
+    """
+    State kept in this process: clients of the same name that share this store share their
+    counters; a client given no store gets one of its own.
+    """
+
+    def __init__(self) -> None:
+        self._budgets: dict[tuple[str, RetryBudget], BudgetCounter] = {}
+
+    def budget_counter(self, client: str, budget: RetryBudget) -> BudgetCounter:
+        """The counter of `client` for `budget`, made at the first ask."""
+        key = (client, budget)
+        counter = self._budgets.get(key)
+        if counter is None:
+            counter = self._budgets[key] = BudgetCounter(budget)
+        return counter

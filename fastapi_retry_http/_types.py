@@ -1,0 +1,55 @@
+"""
+The argument types of the request methods, written out here: httpx keeps its own in a private
+module (`httpx._types`), which a library must not import. Same shapes as httpx's, so every
+value is passed to httpx unchanged.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
+from typing import IO, Any, Final
+
+import httpx
+
+__all__ = [
+    "USE_CLIENT_DEFAULT",
+    "QueryParams",
+    "RequestContent",
+    "RequestData",
+    "RequestFiles",
+    "TimeoutValue",
+    "UseClientDefault",
+]
+
+Primitive = str | int | float | bool | None
+
+QueryParams = (
+    httpx.QueryParams
+    | Mapping[str, Primitive | Sequence[Primitive]]
+    | list[tuple[str, Primitive]]
+    | tuple[tuple[str, Primitive], ...]
+    | str
+    | bytes
+)
+RequestContent = str | bytes | Iterable[bytes] | AsyncIterable[bytes]
+RequestData = Mapping[str, Any]
+FileContent = IO[bytes] | bytes | str
+FileTypes = (
+    FileContent
+    | tuple[str | None, FileContent]
+    | tuple[str | None, FileContent, str | None]
+    | tuple[str | None, FileContent, str | None, Mapping[str, str]]
+)
+RequestFiles = Mapping[str, FileTypes] | Sequence[tuple[str, FileTypes]]
+TimeoutValue = float | None | tuple[float | None, float | None, float | None, float | None] | httpx.Timeout
+
+
+class UseClientDefault(enum.Enum):
+    """The type of `USE_CLIENT_DEFAULT`: "this call uses the client's own setting"."""
+
+    USE_CLIENT_DEFAULT = "client default"
+
+
+#: The default of a call's `timeout=`: the client's own timeout.
+USE_CLIENT_DEFAULT: Final = UseClientDefault.USE_CLIENT_DEFAULT
