@@ -119,11 +119,6 @@ class RetryTransport(httpx.AsyncBaseTransport):
     def inner(self, inner: httpx.AsyncBaseTransport) -> None:
         self._sender.inner = inner
 
-    @property
-    def max_response_bytes(self) -> int | None:
-        """The cap on decoded response bodies, or `None`."""
-        return self._sender.max_response_bytes
-
     async def aclose(self) -> None:
         """
         Close the inner transport. Nothing is sent afterwards: a call waiting to retry ends at
