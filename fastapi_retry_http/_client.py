@@ -8,7 +8,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, Unpack
 
 import httpx
 
@@ -29,6 +29,7 @@ from ._safety.urls import base_url_problem, check_path
 from ._timeouts import checked_timeout
 from ._types import (
     USE_CLIENT_DEFAULT,
+    BodyOptions,
     QueryParams,
     RequestContent,
     RequestData,
@@ -235,26 +236,15 @@ class Client(HttpMethods):
             UnsafePathError: `path` would leave `base_url`.
             ClientClosedError: The client was closed.
         """
-        request = self._build(method, path, params, content, json, data, files, headers, timeout, retry, False)
+        options: BodyOptions = {"params": params, "content": content, "json": json, "data": data, "files": files}
+        request = self._build(method, path, {**options, "headers": headers, "timeout": timeout, "retry": retry}, False)
         return await self.httpx.send(request)
 
     @asynccontextmanager
-    async def stream(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: QueryParams | None = None,
-        content: RequestContent | None = None,
-        json: Any = None,
-        data: RequestData | None = None,
-        files: RequestFiles | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: TimeoutValue | UseClientDefault = USE_CLIENT_DEFAULT,
-        retry: RetryPolicy | None = None,
-    ) -> AsyncIterator[httpx.Response]:
+    async def stream(self, method: str, path: str, **options: Unpack[BodyOptions]) -> AsyncIterator[httpx.Response]:
         """
-        Send a request and yield the response before its body is read.
+        Send a request and yield the response before its body is read; takes `request`'s
+        keyword arguments.
 
         Retried until the response headers arrive; once the body is being read, a failure is
         raised to the caller (the bytes already handed out cannot be taken back).
@@ -265,7 +255,7 @@ class Client(HttpMethods):
                 ...
         ```
         """
-        request = self._build(method, path, params, content, json, data, files, headers, timeout, retry, True)
+        request = self._build(method, path, options, True)
         response = await self.httpx.send(request, stream=True)
         try:
             yield response
@@ -285,38 +275,28 @@ class Client(HttpMethods):
     ) -> None:
         await self.aclose()
 
-    def _build(
-        self,
-        method: str,
-        path: str,
-        params: QueryParams | None,
-        content: RequestContent | None,
-        json: Any,
-        data: RequestData | None,
-        files: RequestFiles | None,
-        headers: Mapping[str, str] | None,
-        timeout: TimeoutValue | UseClientDefault,
-        retry: RetryPolicy | None,
-        stream: bool,
-    ) -> httpx.Request:
+    def _build(self, method: str, path: str, options: BodyOptions, stream: bool) -> httpx.Request:
         if self._closed:
             raise ClientClosedError(f"Client {self.name!r} is closed; it cannot send requests any more.")
         check_path(path, allow_absolute_urls=self._allow_absolute_urls)
+        headers = options.get("headers")
         if headers:
             problem = header_problem(headers.items())
             if problem is not None:
                 raise httpx.LocalProtocolError(problem)  # before any I/O, and without the value
         extensions: dict[str, Any] = {STREAM_EXTENSION: True} if stream else {}
+        retry = options.get("retry")
         if retry is not None:
             extensions[POLICY_EXTENSION] = retry
+        timeout = options.get("timeout", USE_CLIENT_DEFAULT)
         request = self.httpx.build_request(
             method,
             path,
-            params=params,
-            content=content,
-            data=data,
-            files=files,
-            json=json,
+            params=options.get("params"),
+            content=options.get("content"),
+            data=options.get("data"),
+            files=options.get("files"),
+            json=options.get("json"),
             headers=headers,
             timeout=httpx.USE_CLIENT_DEFAULT if timeout is USE_CLIENT_DEFAULT else checked_timeout(timeout),
             extensions=extensions,

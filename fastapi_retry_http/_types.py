@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import enum
 from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
-from typing import IO, Any, Final
+from typing import IO, Any, Final, TypedDict
 
 import httpx
 
+from ._resilience.policy import RetryPolicy
+
 __all__ = [
     "USE_CLIENT_DEFAULT",
+    "BodyOptions",
+    "Options",
     "QueryParams",
     "RequestContent",
     "RequestData",
@@ -53,3 +57,21 @@ class UseClientDefault(enum.Enum):
 
 #: The default of a call's `timeout=`: the client's own timeout.
 USE_CLIENT_DEFAULT: Final = UseClientDefault.USE_CLIENT_DEFAULT
+
+
+class Options(TypedDict, total=False):
+    """The keyword arguments every request method takes (see `Client.request`)."""
+
+    params: QueryParams | None
+    headers: Mapping[str, str] | None
+    timeout: TimeoutValue | UseClientDefault
+    retry: RetryPolicy | None
+
+
+class BodyOptions(Options, total=False):
+    """The keyword arguments of the methods that send a body (see `Client.request`)."""
+
+    content: RequestContent | None
+    json: Any
+    data: RequestData | None
+    files: RequestFiles | None
