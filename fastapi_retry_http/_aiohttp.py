@@ -19,13 +19,11 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from typing import Final
+from typing import Any, Final
 
 import aiohttp
 import httpx
 from yarl import URL
-
-from ._urls import ILLEGAL_HEADER
 
 __all__ = ["AiohttpTransport"]
 
@@ -78,6 +76,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 auto_decompress=False,
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
                 cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
+                request_class=_Request,
                 trust_env=False,
             )
             # aiohttp quietly re-sends an idempotent request once when a reused connection
@@ -96,7 +95,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 response = await session.request(
                     request.method,
                     URL(str(request.url), encoded=True),
-                    headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw],
+                    # Not the caller's Transfer-Encoding: aiohttp chunks a body of unknown
+                    # length itself and refuses the header alongside its own.
+                    headers=[
+                        (k.decode("latin-1"), v.decode("latin-1"))
+                        for k, v in request.headers.raw
+                        if k.lower() != b"transfer-encoding"
+                    ],
                     data=_body(request),
                     allow_redirects=False,
                     proxy=self._proxy,
@@ -107,8 +112,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         except ValueError as error:
             if slots is not None:
                 slots.release()
-            # aiohttp refuses a header with CR/LF with a ValueError: make it httpx's error.
-            message = ILLEGAL_HEADER if "header" in str(error).lower() else "aiohttp refused the request as invalid."
+            # The header check before any I/O is the library's; this is aiohttp (or yarl)
+            # refusing something else. By type only: its text may quote a header value.
+            message = f"aiohttp refused the request: {type(error).__name__}"
             raise httpx.LocalProtocolError(message, request=request) from None
         except BaseException:
             if slots is not None:
@@ -145,9 +151,6 @@ def _body(request: httpx.Request) -> bytes | AsyncIterator[bytes] | None:
     if isinstance(stream, httpx.ByteStream):
         body = b"".join(stream)
         return body or None
-    if "transfer-encoding" in request.headers:
-        # aiohttp does the chunking itself and refuses the header alongside its own.
-        del request.headers["transfer-encoding"]
 
     async def chunks() -> AsyncIterator[bytes]:
         assert isinstance(stream, httpx.AsyncByteStream)
@@ -155,6 +158,16 @@ def _body(request: httpx.Request) -> bytes | AsyncIterator[bytes] | None:
             yield chunk
 
     return chunks()
+
+
+class _Request(aiohttp.ClientRequest):
+    """aiohttp's request, minus the framing headers httpx did not ask for."""
+
+    def update_body_from_data(self, body: Any, _stacklevel: int = 3) -> None:
+        # With no body aiohttp adds `Content-Length: 0` for DELETE and other methods that are
+        # not GET-like; httpx sets it itself where it wants it (POST, PUT, PATCH), and only there.
+        if body is not None:
+            super().update_body_from_data(body, _stacklevel)
 
 
 class _ResponseStream(httpx.AsyncByteStream):
