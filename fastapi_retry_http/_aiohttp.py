@@ -10,12 +10,14 @@ stay exactly the same.
 Why not httpx-aiohttp: it maps aiohttp's whole `ClientConnectionError` family, which includes
 "server disconnected" after the request was sent, to `httpx.ConnectTimeout`. The retry rules
 trust the exception type to tell "never sent" from "maybe processed", so that mapping would
-re-send a POST. Here errors are mapped by the phase they happened in.
+re-send a POST. Here errors are mapped by their type and the phase they happened in, never
+by their text.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -23,6 +25,8 @@ from typing import Any, Final
 
 import aiohttp
 import httpx
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import AsyncIterablePayload
 from yarl import URL
 
 __all__ = ["AiohttpTransport"]
@@ -35,11 +39,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """
     Sends httpx requests through an `aiohttp.ClientSession`, with httpx's semantics.
 
-    - Timeouts: `connect` bounds connecting, `read` each read, `pool` the wait for a free
-      connection (raised as `httpx.PoolTimeout`, which is never retried). aiohttp has no
-      write timeout: a write that stalls is bounded by the retry policy's deadline.
-    - Errors are httpx's, by phase: `ConnectError`/`ConnectTimeout` only when nothing was
-      sent; a connection lost afterwards is `RemoteProtocolError` or `ReadError`.
+    - Timeouts: `connect` bounds connecting, `read` each read, `write` each chunk of the
+      request body handed to the socket (aiohttp has none: it is applied here), `pool` the
+      wait for a free connection (raised as `httpx.PoolTimeout`, which is never retried).
+    - Errors are httpx's, by type and phase: `ConnectError`/`ConnectTimeout` only when nothing
+      was sent; a connection lost afterwards is `WriteError` while the request was being
+      written, then `ReadError` or `RemoteProtocolError`. A proxy refusing the tunnel is
+      `ProxyError`. An exception raised by the caller's body stream is raised unchanged.
     - Bodies are not decompressed here: httpx decodes them, so `max_response_bytes`
       counts decoded bytes the same on every transport.
     - Limits: `max_connections` bounds connections in use (a request waits for a slot up to
@@ -91,7 +97,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout", {})
         await self._acquire(slots, timeouts.get("pool"), request)
         try:
-            with _mapped_errors(request, sending=True):
+            upload = _upload(request, timeouts.get("write"))
+            try:
                 response = await session.request(
                     request.method,
                     URL(str(request.url), encoded=True),
@@ -102,30 +109,37 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                         for k, v in request.headers.raw
                         if k.lower() != b"transfer-encoding"
                     ],
-                    data=_body(request),
+                    data=upload,
                     allow_redirects=False,
                     proxy=self._proxy,
                     timeout=aiohttp.ClientTimeout(
-                        total=None, sock_connect=timeouts.get("connect"), sock_read=timeouts.get("read")
+                        total=None,
+                        sock_connect=timeouts.get("connect"),
+                        sock_read=timeouts.get("read"),
                     ),
                 )
-        except ValueError as error:
-            if slots is not None:
-                slots.release()
-            # The header check before any I/O is the library's; this is aiohttp (or yarl)
-            # refusing something else. By type only: its text may quote a header value.
-            message = f"aiohttp refused the request: {type(error).__name__}"
-            raise httpx.LocalProtocolError(message, request=request) from None
+            except (aiohttp.ClientError, _WriteTimedOut) as error:
+                raise self._error(error, request, upload, body=False) from _safe_cause(error)
+            except ValueError as error:
+                # The header check before any I/O is the library's; this is aiohttp (or yarl)
+                # refusing something else. By type only: its text may quote a header value.
+                message = f"aiohttp refused the request: {type(error).__name__}"
+                raise httpx.LocalProtocolError(message, request=request) from None
         except BaseException:
             if slots is not None:
                 slots.release()
             raise
         return httpx.Response(
             response.status,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],
-            stream=_ResponseStream(response, request, slots),
+            headers=response.raw_headers,  # bytes as they came: httpx decodes them once
+            stream=_ResponseStream(self, response, request, slots),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")},
         )
+
+    def _error(self, error: Exception, request: httpx.Request, upload: _Upload | None, *, body: bool) -> BaseException:
+        if upload is not None and upload.failure is not None:
+            return upload.failure  # the caller's own body stream failed: its error, as httpx raises it
+        return _httpx_error(error, request, writing=upload is not None and not upload.sent, body=body)
 
     @staticmethod
     async def _acquire(slots: asyncio.Semaphore | None, timeout: float | None, request: httpx.Request) -> None:
@@ -146,20 +160,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
 
-def _body(request: httpx.Request) -> bytes | AsyncIterator[bytes] | None:
-    stream = request.stream
-    if isinstance(stream, httpx.ByteStream):
-        body = b"".join(stream)
-        return body or None
-
-    async def chunks() -> AsyncIterator[bytes]:
-        assert isinstance(stream, httpx.AsyncByteStream)
-        async for chunk in stream:
-            yield chunk
-
-    return chunks()
-
-
 class _Request(aiohttp.ClientRequest):
     """aiohttp's request, minus the framing headers httpx did not ask for."""
 
@@ -170,18 +170,94 @@ class _Request(aiohttp.ClientRequest):
             super().update_body_from_data(body, _stacklevel)
 
 
+class _WriteTimedOut(TimeoutError):
+    """One chunk of the body was not taken by the socket within the write timeout."""
+
+
+class _Upload(AsyncIterablePayload):
+    """
+    The request body, written with httpx's write timeout and a record of how far it got.
+
+    httpx bounds each chunk handed to the socket by the write timeout; aiohttp has no
+    write timeout at all, so a server that stops reading would stall the upload until the
+    retry deadline. `sent` tells "being written" from "waiting for the response" for errors.
+    """
+
+    def __init__(self, stream: httpx.AsyncByteStream, size: int | None, timeout: float | None) -> None:
+        super().__init__(stream)
+        self._size = size
+        self._timeout = timeout
+        self.sent = False
+        self.failure: Exception | None = None
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        self._consumed = True  # a stream is read once; aiohttp must not replay it
+        remaining = content_length
+        async for chunk in self._chunks():
+            if remaining is not None:
+                # Never more than the declared length: extra bytes would be read as the
+                # next request on this connection.
+                chunk, remaining = chunk[:remaining], max(0, remaining - len(chunk))
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await writer.write(chunk)
+            except TimeoutError:
+                raise _WriteTimedOut("Timed out writing the request body.") from None
+        self.sent = True
+
+    async def _chunks(self) -> AsyncIterator[bytes]:
+        assert self._iter is not None
+        while True:
+            try:
+                chunk = await anext(self._iter)
+            except StopAsyncIteration:
+                return
+            except Exception as error:
+                self.failure = error  # aiohttp wraps it in a connection error; raised as it was
+                raise
+            yield chunk
+
+
+def _upload(request: httpx.Request, write_timeout: float | None) -> _Upload | None:
+    stream = request.stream
+    if isinstance(stream, httpx.ByteStream):
+        body = b"".join(stream)
+        return _Upload(stream, len(body), write_timeout) if body else None
+    assert isinstance(stream, httpx.AsyncByteStream)  # as httpx's own transport requires
+    return _Upload(stream, None, write_timeout)
+
+
+def _safe_cause(error: Exception) -> BaseException | None:
+    # A connector error's OS or TLS error is kept: it tells a TLS failure (never retried)
+    # from a refused connection. aiohttp's own errors are not: several print the full URL,
+    # query included, or their reprs.
+    return error.os_error if isinstance(error, aiohttp.ClientConnectorError) else None
+
+
 class _ResponseStream(httpx.AsyncByteStream):
     def __init__(
-        self, response: aiohttp.ClientResponse, request: httpx.Request, slots: asyncio.Semaphore | None
+        self,
+        transport: AiohttpTransport,
+        response: aiohttp.ClientResponse,
+        request: httpx.Request,
+        slots: asyncio.Semaphore | None,
     ) -> None:
+        self._transport = transport
         self._response = response
         self._request = request
         self._slots = slots
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped_errors(self._request, sending=False):
+        with self._mapped_errors():
             async for chunk in self._response.content.iter_any():
                 yield chunk
+
+    @contextmanager
+    def _mapped_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except aiohttp.ClientError as error:
+            raise self._transport._error(error, self._request, None, body=True) from _safe_cause(error)
 
     async def aclose(self) -> None:
         # release() returns a fully read connection to the pool, and closes any other.
@@ -191,49 +267,41 @@ class _ResponseStream(httpx.AsyncByteStream):
             self._slots = None
 
 
-@contextmanager
-def _mapped_errors(request: httpx.Request, *, sending: bool) -> Iterator[None]:
-    """Re-raise aiohttp's errors as the httpx errors for the phase they happened in."""
-    try:
-        yield
-    except aiohttp.ClientError as error:
-        # These two print the full URL, query included: keep them out of the chain.
-        hide = isinstance(error, aiohttp.ClientResponseError | aiohttp.InvalidURL)
-        raise _httpx_error(error, request, sending) from (None if hide else error)
-    except TimeoutError as error:  # a bare timeout from a read with no socket timeout class
-        raise httpx.ReadTimeout(str(error) or "Timed out reading the response.", request=request) from error
-
-
-def _httpx_error(error: aiohttp.ClientError, request: httpx.Request, sending: bool) -> httpx.HTTPError:
-    message = str(error) or type(error).__name__
+def _httpx_error(error: Exception, request: httpx.Request, *, writing: bool, body: bool) -> httpx.RequestError:
+    """The httpx error for an aiohttp error, by its type and the phase it happened in."""
     kind: type[httpx.RequestError]
-    # Never sent: the connection was not made (TLS failures keep their ssl cause, so they are
-    # recognised and not retried).
-    if isinstance(error, aiohttp.ConnectionTimeoutError):
-        kind = httpx.ConnectTimeout
+    if isinstance(error, _WriteTimedOut):
+        kind, message = httpx.WriteTimeout, str(error)
+    # Never sent: the connection was not made. The cause chain keeps the OS or TLS error.
+    elif isinstance(error, aiohttp.ConnectionTimeoutError):
+        kind, message = httpx.ConnectTimeout, "Timed out connecting to the server."
     elif isinstance(error, aiohttp.ClientConnectorError):
-        kind = httpx.ConnectError
+        where = "the proxy" if isinstance(error, aiohttp.ClientProxyConnectionError) else "the server"
+        kind, message = httpx.ConnectError, f"Cannot connect to {where} {error.host}:{error.port}: {error.os_error}"
+    elif isinstance(error, aiohttp.ClientHttpProxyError):
+        kind, message = httpx.ProxyError, f"{error.status} {error.message}"  # as httpcore words it
+    elif isinstance(error, aiohttp.InvalidURL):  # an invalid proxy URL: its text may hold credentials
+        kind, message = httpx.LocalProtocolError, f"aiohttp refused the request: {type(error).__name__}"
+    elif isinstance(error, aiohttp.NonHttpUrlClientError):
+        kind, message = httpx.UnsupportedProtocol, "Request URL has an unsupported protocol."
     # Maybe sent: the server may have seen the request.
-    elif isinstance(error, aiohttp.SocketTimeoutError | aiohttp.ServerTimeoutError):
-        kind = httpx.ReadTimeout
-    elif isinstance(error, aiohttp.ServerDisconnectedError):
+    elif isinstance(error, aiohttp.ServerTimeoutError):
+        kind, message = httpx.ReadTimeout, "Timed out reading the response."
+    elif isinstance(error, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        # Worded as httpcore words it: the retry policy recognises these texts.
         kind = httpx.RemoteProtocolError
         message = (
-            "Server disconnected without sending a response."
-            if sending
-            else "peer closed connection without sending complete message body"
+            "peer closed connection without sending complete message body"
+            if body or isinstance(error, aiohttp.ClientPayloadError)
+            else "Server disconnected without sending a response."
         )
-    elif isinstance(error, aiohttp.ClientPayloadError):
-        kind = httpx.RemoteProtocolError
-        message = f"peer closed connection without sending complete message body ({message})"
-    elif isinstance(error, aiohttp.ClientOSError | aiohttp.ClientConnectionError):
-        kind = httpx.WriteError if sending and "write" in message.lower() else httpx.ReadError
-    elif isinstance(error, aiohttp.InvalidURL):
-        kind = httpx.UnsupportedProtocol
-        message = "Invalid request URL."
+    elif isinstance(error, aiohttp.ClientConnectionError):  # ClientOSError and the rest
+        code = errno.errorcode.get(getattr(error, "errno", None) or 0, "no errno")
+        kind = httpx.WriteError if writing else httpx.ReadError
+        doing = "sending the request" if writing else "receiving the response"
+        message = f"Connection lost while {doing} ({code})."
     else:
         # A response aiohttp could not parse: the server does not speak HTTP. Not retried.
-        kind = httpx.RemoteProtocolError
-        detail = error.message if isinstance(error, aiohttp.ClientResponseError) else type(error).__name__
-        message = f"Invalid HTTP response: {detail}"
+        detail = getattr(error, "message", type(error).__name__)
+        kind, message = httpx.RemoteProtocolError, f"Invalid HTTP response: {detail}"
     return kind(message, request=request)

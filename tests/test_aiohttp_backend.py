@@ -1,0 +1,271 @@
+"""
+The aiohttp backend against real loopback faults: each aiohttp failure must surface as the
+httpx error httpx's own transport raises for it, by type and phase, so that the retry rules
+(which trust the type) resend exactly what they would resend on httpx. Where both backends
+can be run, they are, and must agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+import trustme
+
+from fastapi_retry_http import Client, RetryPolicy
+from fastapi_retry_http._policy import error_phase
+from fastapi_retry_http._transports import Backend
+from tests.servers import RawServer, Upstream, ok, reset
+from tests.test_backends import full_backlog  # noqa: F401  (a fixture)
+from tests.test_faults import free_port
+
+pytestmark = pytest.mark.anyio
+
+Reader = asyncio.StreamReader
+Writer = asyncio.StreamWriter
+ONE_TRY = RetryPolicy(attempts=1)
+
+
+def chain_text(error: BaseException) -> str:
+    """The error and its causes as a traceback or an error tracker prints them."""
+    parts: list[str] = []
+    current: BaseException | None = error
+    while current is not None:
+        parts.append(f"{current!s} {current!r}")
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "\n".join(parts)
+
+
+async def failure(server_url: str, method: str = "GET", **kwargs: object) -> httpx.HTTPError:
+    """The error one attempt on the aiohttp backend ends with."""
+    async with Client(server_url, backend="aiohttp", retry=ONE_TRY, timeout=2.0) as c:
+        with pytest.raises(httpx.HTTPError) as caught:
+            await c.request(method, "/x", params={"token": "q-secret"}, **kwargs)  # type: ignore[arg-type]
+    assert "q-secret" not in chain_text(caught.value)
+    return caught.value
+
+
+class TestNeverSent:
+    async def test_a_refused_port_is_a_connect_error_worded_like_httpx(self, waits: list[float]) -> None:
+        port = free_port()
+        async with Client(f"http://127.0.0.1:{port}", backend="aiohttp") as c:
+            with pytest.raises(httpx.ConnectError) as caught:
+                await c.post("/x", content=b"charge")
+        assert len(waits) == 2  # nothing was sent: retried even for POST
+        message = str(caught.value)
+        assert message.startswith(f"Cannot connect to the server 127.0.0.1:{port}: [Errno 111]")
+        assert "ssl:" not in message
+        assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+
+    async def test_a_full_backlog_is_a_connect_timeout(self, full_backlog: int) -> None:  # noqa: F811
+        timeout = httpx.Timeout(5.0, connect=0.1)
+        async with Client(f"http://127.0.0.1:{full_backlog}", backend="aiohttp", timeout=timeout, retry=ONE_TRY) as c:
+            with pytest.raises(httpx.ConnectTimeout) as caught:
+                await c.get("/x", params={"token": "q-secret"})
+        assert "q-secret" not in chain_text(caught.value)  # aiohttp's own message prints the URL
+
+    @pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+    async def test_a_refused_proxy_is_a_connect_error(self, backend: Backend) -> None:
+        proxy = f"http://127.0.0.1:{free_port()}"
+        async with Client("http://billing.invalid/", backend=backend, proxy=proxy, retry=ONE_TRY) as c:
+            with pytest.raises(httpx.ConnectError) as caught:
+                await c.get("/x")
+        assert error_phase(caught.value) == "connect"
+        if backend == "aiohttp":
+            assert str(caught.value).startswith("Cannot connect to the proxy 127.0.0.1:")
+
+    @pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+    async def test_a_proxy_refusing_the_tunnel_is_a_proxy_error(self, backend: Backend) -> None:
+        async def refuse(reader: Reader, writer: Writer, n: int) -> None:
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+        async with (
+            RawServer(refuse) as server,
+            Client("https://example.test/", backend=backend, proxy=server.url) as c,
+        ):
+            with pytest.raises(httpx.ProxyError, match="407 Proxy Authentication Required"):
+                await c.get("/x")
+        assert server.heads[0].startswith(b"CONNECT example.test:443 HTTP/1.1")
+        assert server.requests == 1  # not retried
+
+
+class TestTls:
+    """A TLS failure keeps its ssl cause, so the policy never retries it."""
+
+    async def test_an_untrusted_certificate(self, waits: list[float]) -> None:
+        ca = trustme.CA()
+        server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ca.issue_cert("127.0.0.1").configure_cert(server_context)
+        async with RawServer(lambda r, w, n: ok(r, w), ssl=server_context) as server:
+            error = await failure(server.url)
+        assert isinstance(error, httpx.ConnectError)
+        assert "CERTIFICATE_VERIFY_FAILED" in str(error)
+        assert (error_phase(error), server.requests) == ("never", 0)
+
+    async def test_a_server_that_does_not_speak_tls(self) -> None:
+        async def plain(reader: Reader, writer: Writer) -> None:
+            writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(plain, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            error = await failure(f"https://127.0.0.1:{port}")
+        finally:
+            server.close()
+            await server.wait_closed()
+        assert isinstance(error, httpx.ConnectError)
+        assert isinstance(error.__cause__, ssl.SSLError)
+        assert error_phase(error) == "never"
+
+
+class TestAfterSending:
+    @staticmethod
+    async def reset_mid_headers(reader: Reader, writer: Writer, n: int) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Le")
+        await writer.drain()
+        await asyncio.sleep(0.01)
+        reset(writer)
+
+    async def test_a_reset_mid_headers_is_a_read_error_retried_for_get(self) -> None:
+        async with RawServer(self.reset_mid_headers) as server, Client(server.url, backend="aiohttp") as c:
+            with pytest.raises(httpx.ReadError, match=r"receiving the response \(ECONNRESET\)"):
+                await c.get("/x")
+        assert server.requests == 3
+
+    async def test_a_reset_mid_headers_is_not_retried_for_post(self) -> None:
+        async with RawServer(self.reset_mid_headers) as server:
+            error = await failure(server.url, "POST", content=b"charge")
+        assert isinstance(error, httpx.ReadError)
+        assert server.requests == 1
+
+    async def test_a_reset_while_the_body_is_sent_is_a_write_error(self) -> None:
+        async def endless() -> AsyncIterator[bytes]:
+            while True:
+                yield b"x" * 65536
+                await asyncio.sleep(0.001)
+
+        async def reset_at_once(reader: Reader, writer: Writer, n: int) -> None:
+            reset(writer)  # the head was read; the chunked body is still coming
+
+        async with RawServer(reset_at_once) as server:
+            error = await failure(server.url, "POST", content=endless())
+        assert isinstance(error, httpx.WriteError)
+        assert "sending the request" in str(error)
+        assert server.requests == 1
+
+    async def test_a_close_before_the_response_is_a_disconnect_the_policy_recognises(self) -> None:
+        async def close(reader: Reader, writer: Writer, n: int) -> None:
+            writer.close()
+
+        async with RawServer(close) as server:
+            error = await failure(server.url)
+        assert isinstance(error, httpx.RemoteProtocolError)
+        assert str(error) == "Server disconnected without sending a response."
+        assert error_phase(error) == "sent"
+
+    async def test_a_truncated_streamed_body_is_a_disconnect_the_policy_recognises(self) -> None:
+        async def truncate(reader: Reader, writer: Writer, n: int) -> None:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+            await writer.drain()
+            writer.close()
+
+        async with (
+            RawServer(truncate) as server,
+            Client(server.url, backend="aiohttp") as c,
+            c.stream("GET", "/x") as response,
+        ):
+            with pytest.raises(httpx.RemoteProtocolError) as caught:
+                await response.aread()
+        assert str(caught.value) == "peer closed connection without sending complete message body"
+        assert error_phase(caught.value) == "sent"
+
+    async def test_a_hang_is_a_read_timeout(self) -> None:
+        async def hang(reader: Reader, writer: Writer, n: int) -> None:
+            await asyncio.sleep(3600)
+
+        async with RawServer(hang) as server, Client(server.url, backend="aiohttp", timeout=0.1) as c:
+            with pytest.raises(httpx.ReadTimeout, match="Timed out reading the response"):
+                await c.get("/x")
+        assert server.requests == 3
+
+    async def test_garbage_is_a_protocol_error_that_is_not_retried(self) -> None:
+        async def garbage(reader: Reader, writer: Writer, n: int) -> None:
+            writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        async with RawServer(garbage) as server, Client(server.url, backend="aiohttp") as c:
+            with pytest.raises(httpx.RemoteProtocolError, match=r"^Invalid HTTP response: ") as caught:
+                await c.get("/x")
+        assert error_phase(caught.value) == "never"
+        assert server.requests == 1
+
+
+class TestRefusedLocally:
+    async def test_a_url_aiohttp_refuses_is_a_local_error_that_shows_no_value(self, upstream: Upstream) -> None:
+        async with Client(upstream.url, backend="aiohttp", allow_absolute_urls=True) as c:
+            with pytest.raises(httpx.LocalProtocolError) as caught:
+                await c.get("http://127.0.0.1:99999/x")
+        assert str(caught.value) == "aiohttp refused the request: ValueError"
+        assert "99999" not in chain_text(caught.value)
+
+    async def test_an_invalid_proxy_url_is_a_local_error_that_shows_no_value(self) -> None:
+        proxy = "http://user:proxy-secret@[::1"
+        async with Client("http://billing.invalid/", backend="aiohttp", proxy=proxy) as c:
+            with pytest.raises(httpx.LocalProtocolError) as caught:
+                await c.get("/x")
+        assert str(caught.value) == "aiohttp refused the request: InvalidURL"
+        assert "proxy-secret" not in chain_text(caught.value)
+        assert error_phase(caught.value) == "never"
+
+    @pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+    async def test_a_scheme_that_is_not_http_is_unsupported(self, backend: Backend, upstream: Upstream) -> None:
+        async with Client(upstream.url, backend=backend, allow_absolute_urls=True) as c:
+            with pytest.raises(httpx.UnsupportedProtocol):
+                await c.get("ftp://127.0.0.1/x")
+
+    @pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+    async def test_a_failing_body_stream_raises_its_own_error(self, backend: Backend, upstream: Upstream) -> None:
+        class Broken(Exception):
+            pass
+
+        async def broken() -> AsyncIterator[bytes]:
+            yield b"first"
+            raise Broken("the caller's stream failed")
+
+        async with Client(upstream.url, backend=backend) as c:
+            with pytest.raises(Broken):
+                await c.post("/echo", content=broken())
+
+
+@pytest.fixture
+def deaf() -> Iterator[socket.socket]:
+    """A listener whose connections the kernel accepts but nobody ever reads from."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener
+
+
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+async def test_an_upload_nobody_reads_ends_at_the_write_timeout(backend: Backend, deaf: socket.socket) -> None:
+    timeout = httpx.Timeout(10.0, write=0.3)
+    body = b"x" * (64 * 1024 * 1024)  # far more than the socket buffers hold
+    started = time.monotonic()
+    url = f"http://127.0.0.1:{deaf.getsockname()[1]}"
+    async with Client(url, backend=backend, timeout=timeout, retry=ONE_TRY) as c:
+        with pytest.raises(httpx.WriteTimeout):
+            await c.post("/upload", content=body)
+    assert time.monotonic() - started < 3
+    # A closed socket with unsent data stays open until the peer goes: httpx's transport
+    # would be collected still open (a ResourceWarning). Closing the listener resets it.
+    deaf.close()
+    await asyncio.sleep(0.05)
