@@ -26,6 +26,8 @@ from typing import Any, Final
 import aiohttp
 import httpx
 from aiohttp.abc import AbstractStreamWriter
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ConnectionKey
 from aiohttp.payload import AsyncIterablePayload
 from yarl import URL
 
@@ -49,8 +51,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     - Bodies are not decompressed here: httpx decodes them, so `max_response_bytes`
       counts decoded bytes the same on every transport.
     - Limits: `max_connections` bounds connections in use (a request waits for a slot up to
-      the pool timeout), `keepalive_expiry` closes idle ones. `max_keepalive_connections` is
-      not enforced separately: idle connections are bounded by `max_connections`.
+      the pool timeout), `keepalive_expiry` closes idle ones, `max_keepalive_connections`
+      caps the idle ones kept for reuse (0: no reuse).
     - HTTP/1.1 only; `Client(http2=True)` uses httpx's transport.
     """
 
@@ -71,10 +73,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # The session binds to the running loop, so it is made at the first request.
         if self._session is None:
             limit = self._limits.max_connections
-            connector = aiohttp.TCPConnector(
+            idle = self._limits.max_keepalive_connections
+            connector = _Connector(
+                max_idle=idle,
                 limit=limit or 0,
                 limit_per_host=0,
-                keepalive_timeout=self._limits.keepalive_expiry,
+                force_close=idle == 0,
+                # aiohttp refuses a keep-alive timeout alongside force_close.
+                keepalive_timeout=None if idle == 0 else self._limits.keepalive_expiry,
                 ssl=self._ssl_context,
             )
             self._session = aiohttp.ClientSession(
@@ -158,6 +164,22 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's connector, keeping at most `max_idle` idle connections, as httpcore does."""
+
+    def __init__(self, *, max_idle: int | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._max_idle = max_idle
+
+    def _release(self, key: ConnectionKey, protocol: ResponseHandler, *, should_close: bool = False) -> None:
+        # aiohttp has no public knob for this: its pool keeps every released connection
+        # (up to `limit`) until the keep-alive timeout. `_release` is where a connection goes
+        # back to the pool; one that would exceed the cap is closed instead.
+        if self._max_idle is not None and sum(map(len, self._conns.values())) >= self._max_idle:
+            should_close = True
+        super()._release(key, protocol, should_close=should_close)
 
 
 class _Request(aiohttp.ClientRequest):

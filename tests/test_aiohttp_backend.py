@@ -11,6 +11,7 @@ import asyncio
 import socket
 import ssl
 import time
+from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
@@ -269,3 +270,42 @@ async def test_an_upload_nobody_reads_ends_at_the_write_timeout(backend: Backend
     # would be collected still open (a ResourceWarning). Closing the listener resets it.
     deaf.close()
     await asyncio.sleep(0.05)
+
+
+class TestKeepAlive:
+    """Idle connections kept for reuse are capped by max_keepalive_connections, as in httpx."""
+
+    @staticmethod
+    def burst_server(size: int) -> RawServer:
+        complete: defaultdict[int, asyncio.Event] = defaultdict(asyncio.Event)
+
+        async def answer_together(reader: Reader, writer: Writer, n: int) -> None:
+            # Every request of a burst is held until all arrived: each needs its own connection.
+            burst = (n - 1) // size
+            if n % size == 0:
+                complete[burst].set()
+            await complete[burst].wait()
+            await ok(reader, writer)
+
+        return RawServer(answer_together)
+
+    @pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+    async def test_at_most_max_keepalive_connections_stay_for_reuse(self, backend: Backend) -> None:
+        limits = httpx.Limits(max_connections=10, max_keepalive_connections=2)
+        server = self.burst_server(6)
+        async with server, Client(server.url, backend=backend, limits=limits) as c:
+            await asyncio.gather(*(c.get(f"/a{i}") for i in range(6)))
+            assert server.connections == 6
+            await asyncio.gather(*(c.get(f"/b{i}") for i in range(6)))
+        assert server.connections == 10  # 2 were kept and reused, 4 new ones were opened
+
+    @pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+    async def test_zero_means_no_reuse(self, backend: Backend) -> None:
+        limits = httpx.Limits(max_keepalive_connections=0)
+        async with (
+            RawServer(lambda r, w, n: ok(r, w)) as server,
+            Client(server.url, backend=backend, limits=limits) as c,
+        ):
+            for _ in range(3):
+                assert (await c.get("/x")).status_code == 200
+        assert (server.requests, server.connections) == (3, 3)
