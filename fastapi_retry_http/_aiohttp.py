@@ -31,10 +31,13 @@ from aiohttp.client_reqrep import ConnectionKey
 from aiohttp.payload import AsyncIterablePayload
 from yarl import URL
 
+from .exceptions import ClientClosedError
+
 __all__ = ["AiohttpTransport"]
 
 # aiohttp adds these unless told not to; httpx already set the ones it wants.
 _SKIP_AUTO_HEADERS: Final = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+_CLOSED: Final = "The transport is closed; it cannot send requests any more."
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -54,6 +57,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
       the pool timeout), `keepalive_expiry` closes idle ones, `max_keepalive_connections`
       caps the idle ones kept for reuse (0: no reuse).
     - HTTP/1.1 only; `Client(http2=True)` uses httpx's transport.
+    - After `aclose()`, requests raise `ClientClosedError`; one in flight ends with it.
     """
 
     def __init__(
@@ -68,8 +72,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._proxy = None if proxy is None else str(proxy)
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
+        self._closed = False
+        # Responses whose body may still be read: closing the session alone leaves a read of
+        # one waiting forever (aiohttp drops the body's reader before the connection ends).
+        self._open_responses: set[aiohttp.ClientResponse] = set()
 
     def _open(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore | None]:
+        if self._closed:
+            # A new session here would never be closed ("Unclosed connector").
+            raise ClientClosedError(_CLOSED)
         # The session binds to the running loop, so it is made at the first request.
         if self._session is None:
             limit = self._limits.max_connections
@@ -103,6 +114,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         timeouts = request.extensions.get("timeout", {})
         await self._acquire(slots, timeouts.get("pool"), request)
         try:
+            if self._closed:  # closed while this request waited for a slot
+                raise ClientClosedError(_CLOSED)
             upload = _upload(request, timeouts.get("write"))
             try:
                 response = await session.request(
@@ -135,6 +148,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if slots is not None:
                 slots.release()
             raise
+        self._open_responses.add(response)
         return httpx.Response(
             response.status,
             headers=response.raw_headers,  # bytes as they came: httpx decodes them once
@@ -143,6 +157,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
 
     def _error(self, error: Exception, request: httpx.Request, upload: _Upload | None, *, body: bool) -> BaseException:
+        if self._closed:  # the connection ended because aclose() closed it
+            return ClientClosedError(_CLOSED)
         if upload is not None and upload.failure is not None:
             return upload.failure  # the caller's own body stream failed: its error, as httpx raises it
         return _httpx_error(error, request, writing=upload is not None and not upload.sent, body=body)
@@ -161,6 +177,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.PoolTimeout("No connection became free within the pool timeout.", request=request) from None
 
     async def aclose(self) -> None:
+        self._closed = True
+        for response in self._open_responses:
+            response.close()  # a read in progress ends with a connection error
+        self._open_responses.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -284,6 +304,7 @@ class _ResponseStream(httpx.AsyncByteStream):
     async def aclose(self) -> None:
         # release() returns a fully read connection to the pool, and closes any other.
         self._response.release()
+        self._transport._open_responses.discard(self._response)
         if self._slots is not None:
             self._slots.release()
             self._slots = None

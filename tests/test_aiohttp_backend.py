@@ -8,6 +8,7 @@ can be run, they are, and must agree.
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import ssl
 import time
@@ -19,8 +20,10 @@ import pytest
 import trustme
 
 from fastapi_retry_http import Client, RetryPolicy
+from fastapi_retry_http._aiohttp import AiohttpTransport
 from fastapi_retry_http._policy import error_phase
 from fastapi_retry_http._transports import Backend
+from fastapi_retry_http.exceptions import ClientClosedError
 from tests.servers import RawServer, Upstream, ok, reset
 from tests.test_backends import full_backlog  # noqa: F401  (a fixture)
 from tests.test_faults import free_port
@@ -309,3 +312,75 @@ class TestKeepAlive:
             for _ in range(3):
                 assert (await c.get("/x")).status_code == 200
         assert (server.requests, server.connections) == (3, 3)
+
+
+class TestClosing:
+    @staticmethod
+    def transport() -> AiohttpTransport:
+        return AiohttpTransport(ssl_context=ssl.create_default_context(), limits=httpx.Limits(max_connections=None))
+
+    async def test_a_request_after_close_raises_before_any_io(self, upstream: Upstream) -> None:
+        transport = self.transport()
+        async with httpx.AsyncClient(transport=transport) as client:
+            assert (await client.get(f"{upstream.url}/first")).status_code == 200
+            await transport.aclose()
+            for _ in range(2):
+                with pytest.raises(ClientClosedError):
+                    await client.get(f"{upstream.url}/second")
+        assert upstream.hits["/second"] == 0
+        gc.collect()  # an unclosed session would warn here, and warnings are errors
+
+    async def test_a_transport_closed_before_its_first_request_never_opens(self, upstream: Upstream) -> None:
+        transport = self.transport()
+        await transport.aclose()
+        async with httpx.AsyncClient(transport=transport) as client:
+            with pytest.raises(ClientClosedError):
+                await client.get(f"{upstream.url}/x")
+        assert upstream.hits["/x"] == 0
+
+    @pytest.mark.parametrize("streamed", [False, True])
+    async def test_an_attempt_in_flight_ends_promptly_when_closed(self, streamed: bool) -> None:
+        received = asyncio.Event()
+
+        async def hang(reader: Reader, writer: Writer, n: int) -> None:
+            if streamed:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nsome")
+                await writer.drain()
+            received.set()
+            await asyncio.sleep(3600)
+
+        async def fetch(client: httpx.AsyncClient, url: str) -> bytes:
+            async with client.stream("GET", url) as response:
+                return await response.aread()
+
+        transport = self.transport()
+        async with RawServer(hang) as server, httpx.AsyncClient(transport=transport) as client:
+            task = asyncio.create_task(fetch(client, f"{server.url}/x"))
+            await received.wait()
+            await asyncio.sleep(0.01)  # let the response headers reach the client
+            started = time.monotonic()
+            await transport.aclose()
+            with pytest.raises(ClientClosedError):
+                await asyncio.wait_for(task, 2)
+            assert time.monotonic() - started < 1
+        gc.collect()
+
+
+async def test_a_request_waiting_for_a_slot_when_closed_raises_closed(upstream: Upstream) -> None:
+    held = asyncio.Event()
+
+    async def hold(reader: Reader, writer: Writer, n: int) -> None:
+        held.set()
+        await asyncio.sleep(3600)
+
+    transport = AiohttpTransport(ssl_context=ssl.create_default_context(), limits=httpx.Limits(max_connections=1))
+    async with RawServer(hold) as server, httpx.AsyncClient(transport=transport, timeout=5) as client:
+        first = asyncio.create_task(client.get(f"{server.url}/held"))
+        await held.wait()
+        second = asyncio.create_task(client.get(f"{server.url}/waiting"))
+        await asyncio.sleep(0.01)  # the second one now waits for the slot
+        await transport.aclose()
+        for task in (first, second):
+            with pytest.raises(ClientClosedError):
+                await asyncio.wait_for(task, 2)
+    assert server.requests == 1
