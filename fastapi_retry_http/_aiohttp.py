@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import math
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     - Timeouts: `connect` bounds connecting, `read` each read, `write` each chunk of the
       request body handed to the socket (aiohttp has none: it is applied here), `pool` the
       wait for a free connection (raised as `httpx.PoolTimeout`, which is never retried).
+      `None` or `math.inf` means no limit.
     - Errors are httpx's, by type and phase: `ConnectError`/`ConnectTimeout` only when nothing
       was sent; a connection lost afterwards is `WriteError` while the request was being
       written, then `ReadError` or `RemoteProtocolError`. A proxy refusing the tunnel is
@@ -91,7 +93,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 limit_per_host=0,
                 force_close=idle == 0,
                 # aiohttp refuses a keep-alive timeout alongside force_close.
-                keepalive_timeout=None if idle == 0 else self._limits.keepalive_expiry,
+                keepalive_timeout=None if idle == 0 else _seconds(self._limits.keepalive_expiry),
                 ssl=self._ssl_context,
             )
             self._session = aiohttp.ClientSession(
@@ -112,11 +114,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session, slots = self._open()
         timeouts = request.extensions.get("timeout", {})
-        await self._acquire(slots, timeouts.get("pool"), request)
+        await self._acquire(slots, _seconds(timeouts.get("pool")), request)
         try:
             if self._closed:  # closed while this request waited for a slot
                 raise ClientClosedError(_CLOSED)
-            upload = _upload(request, timeouts.get("write"))
+            upload = _upload(request, _seconds(timeouts.get("write")))
             try:
                 response = await session.request(
                     request.method,
@@ -133,8 +135,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     proxy=self._proxy,
                     timeout=aiohttp.ClientTimeout(
                         total=None,
-                        sock_connect=timeouts.get("connect"),
-                        sock_read=timeouts.get("read"),
+                        sock_connect=_seconds(timeouts.get("connect")),
+                        sock_read=_seconds(timeouts.get("read")),
                     ),
                 )
             except (aiohttp.ClientError, _WriteTimedOut) as error:
@@ -184,6 +186,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _seconds(value: float | None) -> float | None:
+    # httpx spells "no limit" None; inf would overflow aiohttp's and asyncio's timers.
+    return None if value is None or value == math.inf else value
 
 
 class _Connector(aiohttp.TCPConnector):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import socket
 import ssl
 import time
@@ -312,6 +313,15 @@ class TestKeepAlive:
             for _ in range(3):
                 assert (await c.get("/x")).status_code == 200
         assert (server.requests, server.connections) == (3, 3)
+
+
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("seconds", [None, math.inf])
+async def test_no_timeout_means_none_or_infinity(backend: Backend, seconds: float | None, upstream: Upstream) -> None:
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=None, keepalive_expiry=seconds)
+    async with Client(upstream.url, backend=backend, timeout=httpx.Timeout(seconds), limits=limits) as c:
+        responses = await asyncio.gather(*(c.post("/echo", content=b"body") for _ in range(3)))
+    assert [r.content for r in responses] == [b"body"] * 3
 
 
 class TestClosing:
