@@ -20,8 +20,7 @@ import asyncio
 import errno
 import math
 import ssl
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import aiohttp
@@ -75,8 +74,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._session: aiohttp.ClientSession | None = None
         self._slots: asyncio.Semaphore | None = None
         self._closed = False
-        # Responses whose body may still be read: closing the session alone leaves a read of
-        # one waiting forever (aiohttp drops the body's reader before the connection ends).
+        # What aclose() must end itself, or it would wait: attempts before their response
+        # (closing the session does not stop one that is connecting), and responses whose
+        # body may still be read (aiohttp drops the body's reader before the connection ends).
+        self._attempts: set[asyncio.Task[Any]] = set()
+        self._cut: set[asyncio.Task[Any]] = set()
         self._open_responses: set[aiohttp.ClientResponse] = set()
 
     def _open(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore | None]:
@@ -113,11 +115,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session, slots = self._open()
+        task = asyncio.current_task()
+        assert task is not None
+        self._attempts.add(task)
+        try:
+            return await self._send(session, slots, request)
+        except asyncio.CancelledError:
+            # Cancelled by aclose() and by nobody else (a deadline, the caller): closed.
+            if task in self._cut and task.uncancel() == 0:
+                raise ClientClosedError(_CLOSED) from None
+            raise
+        finally:
+            self._attempts.discard(task)
+            self._cut.discard(task)
+
+    async def _send(
+        self, session: aiohttp.ClientSession, slots: asyncio.Semaphore | None, request: httpx.Request
+    ) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
         await self._acquire(slots, _seconds(timeouts.get("pool")), request)
         try:
-            if self._closed:  # closed while this request waited for a slot
-                raise ClientClosedError(_CLOSED)
             upload = _upload(request, _seconds(timeouts.get("write")))
             try:
                 response = await session.request(
@@ -180,6 +197,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         self._closed = True
+        for task in self._attempts - {asyncio.current_task()}:
+            self._cut.add(task)
+            task.cancel()
         for response in self._open_responses:
             response.close()  # a read in progress ends with a connection error
         self._open_responses.clear()
@@ -297,14 +317,9 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._slots = slots
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with self._mapped_errors():
+        try:
             async for chunk in self._response.content.iter_any():
                 yield chunk
-
-    @contextmanager
-    def _mapped_errors(self) -> Iterator[None]:
-        try:
-            yield
         except aiohttp.ClientError as error:
             raise self._transport._error(error, self._request, None, body=True) from _safe_cause(error)
 

@@ -348,6 +348,29 @@ class TestClosing:
                 await client.get(f"{upstream.url}/x")
         assert upstream.hits["/x"] == 0
 
+    async def test_an_attempt_still_connecting_ends_promptly_when_closed(self, full_backlog: int) -> None:  # noqa: F811
+        transport = self.transport()
+        async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+            task = asyncio.create_task(client.get(f"http://127.0.0.1:{full_backlog}/x"))
+            await asyncio.sleep(0.05)  # the connection attempt is under way
+            started = time.monotonic()
+            await transport.aclose()
+            with pytest.raises(ClientClosedError):
+                await asyncio.wait_for(task, 2)
+            assert time.monotonic() - started < 1
+        gc.collect()
+
+    async def test_only_a_cancellation_by_close_becomes_closed(self, full_backlog: int) -> None:  # noqa: F811
+        """The caller's own cancellation stays a cancellation, even if close follows it."""
+        transport = self.transport()
+        async with httpx.AsyncClient(transport=transport, timeout=30) as client:
+            task = asyncio.create_task(client.get(f"http://127.0.0.1:{full_backlog}/x"))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            await transport.aclose()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
     @pytest.mark.parametrize("streamed", [False, True])
     async def test_an_attempt_in_flight_ends_promptly_when_closed(self, streamed: bool) -> None:
         received = asyncio.Event()
