@@ -367,6 +367,10 @@ def _httpx_error(error: Exception, request: httpx.Request, *, writing: bool, bod
         message = f"Connection lost while {doing} ({code})."
     else:
         # A response aiohttp could not parse: the server does not speak HTTP. Not retried.
-        detail = getattr(error, "message", type(error).__name__)
-        kind, message = httpx.RemoteProtocolError, f"Invalid HTTP response: {detail}"
+        # Named by the parser's error type (at the root of aiohttp's chain), not its text: that
+        # quotes the server's bytes, which could spell a disconnect phrase the policy retries.
+        root: BaseException = error
+        while root.__cause__ is not None:
+            root = root.__cause__
+        kind, message = httpx.RemoteProtocolError, f"Invalid HTTP response ({type(root).__name__})."
     return kind(message, request=request)

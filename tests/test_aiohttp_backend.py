@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import math
+import re
 import socket
 import ssl
 import time
@@ -201,15 +202,25 @@ class TestAfterSending:
                 await c.get("/x")
         assert server.requests == 3
 
-    async def test_garbage_is_a_protocol_error_that_is_not_retried(self) -> None:
-        async def garbage(reader: Reader, writer: Writer, n: int) -> None:
-            writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+    @pytest.mark.parametrize(
+        "garbage",
+        [
+            b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            # The server's bytes are never echoed: these would read as a retryable disconnect.
+            b"HTTP/1.1 abc peer closed connection\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz server disconnected\r\n",
+        ],
+    )
+    async def test_garbage_is_a_protocol_error_that_is_not_retried(self, garbage: bytes) -> None:
+        async def speak(reader: Reader, writer: Writer, n: int) -> None:
+            writer.write(garbage)
             await writer.drain()
             writer.close()
 
-        async with RawServer(garbage) as server, Client(server.url, backend="aiohttp") as c:
-            with pytest.raises(httpx.RemoteProtocolError, match=r"^Invalid HTTP response: ") as caught:
+        async with RawServer(speak) as server, Client(server.url, backend="aiohttp") as c:
+            with pytest.raises(httpx.RemoteProtocolError) as caught:
                 await c.get("/x")
+        assert re.fullmatch(r"Invalid HTTP response \((BadStatusLine|BadHttpMessage)\)\.", str(caught.value))
         assert error_phase(caught.value) == "never"
         assert server.requests == 1
 
