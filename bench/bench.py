@@ -44,7 +44,7 @@ async def make_sender(kind: str, url: str, concurrency: int) -> tuple[Callable[[
     import httpx
 
     from fastapi_retry_http import Client
-    from fastapi_retry_http._aiohttp import AiohttpTransport
+    from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
     from fastapi_retry_http._backends.tls import tls_context
 
     limits = httpx.Limits(max_connections=max(concurrency, 1), max_keepalive_connections=max(concurrency, 1))

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from fastapi_retry_http import Client, RetryPolicy, RetryTransport
-from fastapi_retry_http._aiohttp import AiohttpTransport
+from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
 from fastapi_retry_http._backends.httpx_pool import CancelSafeTransport
 from tests.servers import RawServer, ok, reset, response_bytes
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from fastapi_retry_http import Client, RetryPolicy
-from fastapi_retry_http._aiohttp import AiohttpTransport
+from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
 from fastapi_retry_http.exceptions import ClientClosedError, ConfigurationError, UnsafePathError
 from tests.servers import RawServer, Reply, Upstream, ok
 

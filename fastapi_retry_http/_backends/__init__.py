@@ -15,7 +15,7 @@ from typing import Literal
 
 import httpx
 
-from .._aiohttp import AiohttpTransport
+from .aiohttp_pool import AiohttpTransport
 from .httpx_pool import CancelSafeTransport
 from .tls import tls_context
 
