@@ -9,7 +9,7 @@ So `get_client` needs no process-wide lookup, and two apps in one process stay a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final
 
@@ -30,14 +30,14 @@ STATE_KEY: Final = "fastapi_retry_http_clients"
 #: Marks a `get_client` provider with the client name it provides.
 _NAME_ATTRIBUTE: Final = "__fastapi_retry_http_client__"
 
-Provider = Callable[[HTTPConnection], Any]
+Provider = Callable[[HTTPConnection], Awaitable[Client]]
 Lifespan = Callable[[Any], AbstractAsyncContextManager[dict[str, Any]]]
 
 _providers: dict[str, Provider] = {}
 _settings_adapter: Final = TypeAdapter(ClientSettings)
 
 
-def get_client(name: str) -> Provider:
+def get_client(name: str) -> Callable[[HTTPConnection], Awaitable[Client]]:
     """
     The dependency that provides the client `name` to a route.
 

@@ -43,7 +43,8 @@ _redactor: Final = HttpxLogRedactor()
 
 
 def install_httpx_log_redactor() -> None:
-    """Add the redactor to the `httpx` logger once (idempotent)."""
-    httpx_logger = logging.getLogger("httpx")
-    if _redactor not in httpx_logger.filters:
-        httpx_logger.addFilter(_redactor)
+    """Add the redactor to httpx's logger once (idempotent), and to httpx2's: it logs the same line."""
+    for name in ("httpx", "httpx2"):
+        httpx_logger = logging.getLogger(name)
+        if _redactor not in httpx_logger.filters:
+            httpx_logger.addFilter(_redactor)
