@@ -83,6 +83,11 @@ class TestClassification:
             (httpx.RemoteProtocolError("peer closed connection without sending complete message body"), "sent"),
             (httpx.RemoteProtocolError("<ConnectionTerminated error_code:0, last_stream_id:1>"), "sent"),
             (httpx.RemoteProtocolError("illegal status line: bytearray(b'SSH-2.0')"), "never"),
+            # A garbage status line that spells a disconnect phrase is still garbage.
+            (
+                httpx.RemoteProtocolError("illegal status line: bytearray(b'HTTP/1.1 abc peer closed connection')"),
+                "never",
+            ),
             (httpx.PoolTimeout("pool full"), "never"),
             (httpx.LocalProtocolError("Illegal header value"), "never"),
             (httpx.UnsupportedProtocol("ftp"), "never"),

@@ -171,7 +171,9 @@ def error_phase(error: BaseException) -> str:
         return "sent"
     if isinstance(error, httpx.RemoteProtocolError):
         message = str(error).lower()
-        return "sent" if any(marker in message for marker in _DISCONNECT_MARKERS) else "never"
+        # At the start only: a garbage status line is quoted inside h11's message, and could
+        # spell a disconnect phrase ("illegal status line: ... peer closed connection").
+        return "sent" if message.lstrip("<").startswith(_DISCONNECT_MARKERS) else "never"
     return "never"
 
 
