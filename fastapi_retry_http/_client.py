@@ -25,7 +25,7 @@ from ._safety.headers import header_problem
 from ._safety.redact import install_httpx_log_redactor
 from ._safety.redirects import guard_redirect, remember_origin
 from ._safety.size_cap import ACCEPT_ENCODING
-from ._safety.urls import base_url_problem, check_path
+from ._safety.urls import base_url_problem, check_path, proxy_problem
 from ._timeouts import checked_timeout
 from ._types import (
     USE_CLIENT_DEFAULT,
@@ -125,7 +125,7 @@ class Client(HttpMethods):
         base = httpx.URL(base_url)
         self.name = name if name is not None else (base.host or "client")
         try:
-            timeout = _checked(base, headers, timeout, http2)
+            timeout = _checked(base, headers, timeout, http2, proxy)
             if transport is None:
                 transport = default_transport(backend=backend, verify=verify, http2=http2, limits=limits, proxy=proxy)
         except ValueError as error:  # ConfigurationError is one too
@@ -307,9 +307,17 @@ class Client(HttpMethods):
 
 
 def _checked(
-    base: httpx.URL, headers: Mapping[str, str] | None, timeout: float | httpx.Timeout | None, http2: bool
+    base: httpx.URL,
+    headers: Mapping[str, str] | None,
+    timeout: float | httpx.Timeout | None,
+    http2: bool,
+    proxy: str | httpx.URL | None,
 ) -> httpx.Timeout:
     """Refuse what would fail or leak later; the timeout as both backends will read it."""
+    if proxy is not None and proxy_problem(proxy) is not None:
+        # Now, on both backends (aiohttp would only refuse it at the first request); the URL
+        # is not shown: it may carry the proxy's credentials.
+        raise ConfigurationError(f"proxy: {proxy_problem(proxy)}.")
     problem = base_url_problem(base)
     if problem is not None:
         raise ConfigurationError(f"base_url: {problem}.")

@@ -63,3 +63,11 @@ async def test_a_short_positive_timeout_is_a_read_timeout_on_both() -> None:
             await c.get("/x")
     async with RawServer(lambda r, w, n: ok(r, w)) as server, Client(server.url, timeout=0.05) as c:
         assert (await c.get("/x")).status_code == 200
+
+
+@pytest.mark.parametrize("proxy", ["not a url", "ftp://user:s3cret@proxy.internal", "http://", "http://[::1"])
+def test_an_invalid_proxy_is_refused_at_construction_without_showing_it(proxy: str) -> None:
+    # aiohttp refused it only at the first request, httpx at construction: now both at once.
+    with pytest.raises(ConfigurationError, match="'up': proxy: ") as caught:
+        Client("http://127.0.0.1:1/", name="up", proxy=proxy)
+    assert "s3cret" not in str(caught.value)

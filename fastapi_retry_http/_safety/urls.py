@@ -44,6 +44,17 @@ def base_url_problem(url: httpx.URL) -> str | None:
     return None
 
 
+def proxy_problem(proxy: str | httpx.URL) -> str | None:
+    """What is wrong with `proxy` as a proxy URL, or `None`. The URL is never shown."""
+    try:
+        url = httpx.URL(proxy)
+    except httpx.InvalidURL:
+        return "not a valid URL"
+    if url.scheme not in ("http", "https") or not url.host:
+        return "must be an http:// or https:// URL with a host"
+    return None
+
+
 def check_path(path: str, *, allow_absolute_urls: bool) -> None:
     """
     Raise `UnsafePathError` if `path` could leave the base URL it is merged into.
