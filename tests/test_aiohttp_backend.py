@@ -24,6 +24,7 @@ import trustme
 from fastapi_retry_http import Client, RetryPolicy
 from fastapi_retry_http._backends import BackendName as Backend
 from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
+from fastapi_retry_http._backends.tls import tls_context
 from fastapi_retry_http._resilience.policy import error_phase
 from fastapi_retry_http.exceptions import ClientClosedError
 from tests.servers import RawServer, Upstream, ok, reset
@@ -234,10 +235,12 @@ class TestRefusedLocally:
         assert "99999" not in chain_text(caught.value)
 
     async def test_an_invalid_proxy_url_is_a_local_error_that_shows_no_value(self) -> None:
+        # Client refuses it at construction; the transport alone still maps it safely.
         proxy = "http://user:proxy-secret@[::1"
-        async with Client("http://billing.invalid/", backend="aiohttp", proxy=proxy) as c:
+        transport = AiohttpTransport(ssl_context=tls_context(True, False), limits=httpx.Limits(), proxy=proxy)
+        async with httpx.AsyncClient(transport=transport) as c:
             with pytest.raises(httpx.LocalProtocolError) as caught:
-                await c.get("/x")
+                await c.get("http://billing.invalid/x")
         assert str(caught.value) == "aiohttp refused the request: InvalidURL"
         assert "proxy-secret" not in chain_text(caught.value)
         assert error_phase(caught.value) == "never"
