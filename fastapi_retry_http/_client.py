@@ -8,7 +8,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Protocol, Self, Unpack
+from typing import Any, Final, Protocol, Self, Unpack
 
 import httpx
 
@@ -42,6 +42,17 @@ from .exceptions import ClientClosedError, ConfigurationError
 __all__ = ["Client"]
 
 logger = logging.getLogger("fastapi_retry_http")
+#: The logger of httpx's `HTTP Request:` line, which the lean path writes as httpx would.
+_httpx_logger = logging.getLogger("httpx")
+
+#: Whether clients that need nothing of `httpx.AsyncClient.send` skip it (see `Client.request`).
+#: Read once per client, at construction; tests turn it off to run the same cases on both paths.
+LEAN_PATH = True
+
+#: How many merged URLs a client keeps, by path: most services call a few paths over and over,
+#: and merging one into the base URL parses two URLs (about 10 us). Bounded, so a path with an
+#: id in it costs at most this many entries (cleared when full).
+URL_CACHE_SIZE: Final = 128
 
 
 class ClientConfig(Protocol):
@@ -162,6 +173,10 @@ class Client(HttpMethods):
         )
         self._allow_absolute_urls = allow_absolute_urls or not str(base)
         self._closed = False
+        # Chosen once: redirects and event hooks need httpx's send loop (see `request`).
+        self._lean = LEAN_PATH and not follow_redirects and not any(hooks.values())
+        self._urls: dict[str, httpx.URL] = {}
+        self._urls_base = self.httpx.base_url
 
     @classmethod
     def from_settings(cls, name: str, settings: ClientConfig, **overrides: Any) -> Self:
@@ -236,9 +251,108 @@ class Client(HttpMethods):
             UnsafePathError: `path` would leave `base_url`.
             ClientClosedError: The client was closed.
         """
+        self._check(path, headers)
+        if self._lean and self._plain():
+            url = self._url(path)
+            if url is not None:
+                return await self._send_lean(method, url, params, content, json, data, files, headers, timeout, retry)
         options: BodyOptions = {"params": params, "content": content, "json": json, "data": data, "files": files}
         request = self._build(method, path, {**options, "headers": headers, "timeout": timeout, "retry": retry}, False)
         return await self.httpx.send(request)
+
+    def _plain(self) -> bool:
+        """
+        Whether `httpx.AsyncClient.send` has nothing to add: no auth, cookies, default query
+        parameters, event hooks or redirects. What the constructor does not set can still be
+        set later through `.httpx`; then the call takes the full path.
+        """
+        client = self.httpx
+        return (
+            client.auth is None
+            and not client.follow_redirects
+            and not client.params
+            and not client.cookies
+            and not any(client.event_hooks.values())
+        )
+
+    def _url(self, path: str) -> httpx.URL | None:
+        """`path` merged into the base URL as httpx merges it; `None` if it carries userinfo."""
+        base = self.httpx.base_url
+        if base is not self._urls_base:  # replaced through `.httpx`
+            self._urls.clear()
+            self._urls_base = base
+        url = self._urls.get(path)
+        if url is None:
+            merge = httpx.URL(path)
+            if merge.is_relative_url:
+                url = base.copy_with(raw_path=base.raw_path + merge.raw_path.lstrip(b"/"))
+            elif merge.userinfo:
+                return None  # httpx sends it as Basic auth: the full path does that
+            else:
+                url = merge
+            if len(self._urls) >= URL_CACHE_SIZE:
+                self._urls.clear()
+            self._urls[path] = url
+        return url
+
+    async def _send_lean(
+        self,
+        method: str,
+        url: httpx.URL,
+        params: QueryParams | None,
+        content: RequestContent | None,
+        json: Any,
+        data: RequestData | None,
+        files: RequestFiles | None,
+        headers: Mapping[str, str] | None,
+        timeout: TimeoutValue | UseClientDefault,
+        retry: RetryPolicy | None,
+    ) -> httpx.Response:
+        """
+        What `httpx.AsyncClient.send` does for a client with nothing of its own to add, without
+        its auth, redirect and hook loops and its cookie extraction: the request goes straight
+        to the pipeline, which reads the body inside the attempt.
+        """
+        client = self.httpx
+        if headers:
+            merged = httpx.Headers(client.headers)
+            merged.update(headers)
+        else:
+            merged = client.headers  # copied by httpx.Request
+        per_attempt = client.timeout if timeout is USE_CLIENT_DEFAULT else checked_timeout(timeout)
+        extensions: dict[str, Any] = {"timeout": per_attempt.as_dict()}
+        if retry is not None:
+            extensions[POLICY_EXTENSION] = retry
+        request = httpx.Request(
+            method,
+            url,
+            params=params,
+            headers=merged,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            extensions=extensions,
+        )
+        if not isinstance(request.stream, httpx.AsyncByteStream):
+            raise RuntimeError("Attempted to send a sync request with an AsyncClient instance.")  # as httpx does
+        try:
+            response = await self._transport.handle_async_request(request)
+        except httpx.RequestError as error:
+            error.request = request  # as httpx does, for errors raised without one
+            raise
+        response.request = request
+        if _httpx_logger.isEnabledFor(logging.INFO):
+            # httpx's own line, word for word (the redactor rewrites its URL).
+            _httpx_logger.info(
+                'HTTP Request: %s %s "%s %d %s"',
+                request.method,
+                request.url,
+                response.http_version,
+                response.status_code,
+                response.reason_phrase,
+            )
+        return response
 
     @asynccontextmanager
     async def stream(self, method: str, path: str, **options: Unpack[BodyOptions]) -> AsyncIterator[httpx.Response]:
@@ -255,6 +369,7 @@ class Client(HttpMethods):
                 ...
         ```
         """
+        self._check(path, options.get("headers"))
         request = self._build(method, path, options, True)
         response = await self.httpx.send(request, stream=True)
         try:
@@ -275,15 +390,17 @@ class Client(HttpMethods):
     ) -> None:
         await self.aclose()
 
-    def _build(self, method: str, path: str, options: BodyOptions, stream: bool) -> httpx.Request:
+    def _check(self, path: str, headers: Mapping[str, str] | None) -> None:
         if self._closed:
             raise ClientClosedError(f"Client {self.name!r} is closed; it cannot send requests any more.")
         check_path(path, allow_absolute_urls=self._allow_absolute_urls)
-        headers = options.get("headers")
         if headers:
             problem = header_problem(headers.items())
             if problem is not None:
                 raise httpx.LocalProtocolError(problem)  # before any I/O, and without the value
+
+    def _build(self, method: str, path: str, options: BodyOptions, stream: bool) -> httpx.Request:
+        headers = options.get("headers")
         extensions: dict[str, Any] = {STREAM_EXTENSION: True} if stream else {}
         retry = options.get("retry")
         if retry is not None:
