@@ -54,6 +54,11 @@ LEAN_PATH = True
 #: id in it costs at most this many entries (cleared when full).
 URL_CACHE_SIZE: Final = 128
 
+#: Methods httpx sends without a body, and without `Content-Length: 0`, when given none.
+_NO_BODY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+#: The body of a request without one; stateless, so shared.
+_EMPTY: Final = httpx.ByteStream(b"")
+
 
 class ClientConfig(Protocol):
     """What `Client.from_settings` needs of a settings object (`ClientSettings` is one)."""
@@ -177,6 +182,9 @@ class Client(HttpMethods):
         self._lean = LEAN_PATH and not follow_redirects and not any(hooks.values())
         self._urls: dict[str, httpx.URL] = {}
         self._urls_base = self.httpx.base_url
+        self._prepared_headers = httpx.Headers()
+        self._prepared_raw: list[tuple[bytes, bytes]] = []
+        self._prepared_netloc = b""
 
     @classmethod
     def from_settings(cls, name: str, settings: ClientConfig, **overrides: Any) -> Self:
@@ -295,6 +303,16 @@ class Client(HttpMethods):
             self._urls[path] = url
         return url
 
+    def _prepared(self, url: httpx.URL) -> httpx.Headers:
+        """The client's headers with the `Host` httpx adds for `url`, as httpx.Request orders them."""
+        raw = self.httpx.headers.raw
+        netloc = url.netloc
+        if raw != self._prepared_raw or netloc != self._prepared_netloc:
+            host = [] if "host" in self.httpx.headers else [(b"Host", netloc)]
+            self._prepared_headers = httpx.Headers(host + raw)
+            self._prepared_raw, self._prepared_netloc = raw, netloc
+        return self._prepared_headers
+
     async def _send_lean(
         self,
         method: str,
@@ -314,26 +332,37 @@ class Client(HttpMethods):
         to the pipeline, which reads the body inside the attempt.
         """
         client = self.httpx
-        if headers:
-            merged = httpx.Headers(client.headers)
-            merged.update(headers)
-        else:
-            merged = client.headers  # copied by httpx.Request
         per_attempt = client.timeout if timeout is USE_CLIENT_DEFAULT else checked_timeout(timeout)
         extensions: dict[str, Any] = {"timeout": per_attempt.as_dict()}
         if retry is not None:
             extensions[POLICY_EXTENSION] = retry
-        request = httpx.Request(
-            method,
-            url,
-            params=params,
-            headers=merged,
-            content=content,
-            data=data,
-            files=files,
-            json=json,
-            extensions=extensions,
-        )
+        if headers or content is not None or data is not None or files is not None or json is not None:
+            if headers:
+                merged = httpx.Headers(client.headers)
+                merged.update(headers)
+            else:
+                merged = client.headers  # copied by httpx.Request
+            request = httpx.Request(
+                method,
+                url,
+                params=params,
+                headers=merged,
+                content=content,
+                data=data,
+                files=files,
+                json=json,
+                extensions=extensions,
+            )
+        elif method in _NO_BODY_METHODS:
+            # The common call: no body, no headers of its own. httpx.Request would encode an
+            # empty body and merge `Host` into the headers, again on every call; the result,
+            # the same headers in the same order, is kept until the client's headers change.
+            request = httpx.Request(
+                method, url, params=params, headers=self._prepared(url), stream=_EMPTY, extensions=extensions
+            )
+            request.read()
+        else:
+            request = httpx.Request(method, url, params=params, headers=client.headers, extensions=extensions)
         if not isinstance(request.stream, httpx.AsyncByteStream):
             raise RuntimeError("Attempted to send a sync request with an AsyncClient instance.")  # as httpx does
         try:

@@ -36,6 +36,18 @@ __all__ = ["AiohttpTransport"]
 _SKIP_AUTO_HEADERS: Final = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 _CLOSED: Final = "The transport is closed; it cannot send requests any more."
 
+#: A body of at most this many bytes, declared by `Content-Length` and not content-coded, is
+#: read here, within the attempt, and handed to httpx already read: httpx's async byte-stream
+#: layers cost more than the read itself (about a quarter of the CPU of a small call,
+#: measured). Larger, undeclared or coded bodies stream, decoded and capped by the pipeline.
+EAGER_BYTES: Final = 64 * 1024
+#: `send.STREAM_EXTENSION` (not imported: the pipeline imports the backends): a request that
+#: wants its response at the headers is never read here.
+_STREAM_EXTENSION: Final = "fastapi_retry_http.stream"
+#: How many distinct `aiohttp.ClientTimeout`s a transport keeps (they are immutable; most
+#: clients use one or two).
+_TIMEOUTS_KEPT: Final = 32
+
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """
@@ -77,6 +89,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._attempts: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()
         self._open_responses: set[aiohttp.ClientResponse] = set()
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
 
     def _open(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore | None]:
         if self._closed:
@@ -147,11 +160,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     data=payload,
                     allow_redirects=False,
                     proxy=self._proxy,
-                    timeout=aiohttp.ClientTimeout(
-                        total=None,
-                        sock_connect=_seconds(timeouts.get("connect")),
-                        sock_read=_seconds(timeouts.get("read")),
-                    ),
+                    timeout=self._timeout(timeouts),
                 )
             except (aiohttp.ClientError, WriteTimedOut) as error:
                 raise self._error(error, request, payload, body=False) from safe_cause(error)
@@ -164,13 +173,59 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if slots is not None:
                 slots.release()
             raise
+        extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")}
+        length = response.content_length
+        if (
+            length is not None
+            and length <= EAGER_BYTES
+            and "Content-Encoding" not in response.headers
+            and not request.extensions.get(_STREAM_EXTENSION)
+        ):
+            return await self._read(response, request, slots, extensions)
         self._open_responses.add(response)
         return httpx.Response(
             response.status,
             headers=response.raw_headers,  # bytes as they came: httpx decodes them once
             stream=_ResponseStream(self, response, request, slots),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")},
+            extensions=extensions,
         )
+
+    async def _read(
+        self,
+        response: aiohttp.ClientResponse,
+        request: httpx.Request,
+        slots: asyncio.Semaphore | None,
+        extensions: dict[str, Any],
+    ) -> httpx.Response:
+        """The response with its (small, identity-coded) body read, its connection released."""
+        try:
+            body = await response.read()
+        except aiohttp.ClientError as error:
+            raise self._error(error, request, None, body=True) from safe_cause(error)
+        finally:
+            # release() returns a fully read connection to the pool, and closes any other.
+            response.release()
+            if slots is not None:
+                slots.release()
+        result = httpx.Response(
+            response.status, headers=response.raw_headers, stream=httpx.ByteStream(body), extensions=extensions
+        )
+        # Read, as `Response.read()` would leave it. Not through it: it would run the body
+        # through httpx's decoder chain, a no-op for an identity body, at a third of the
+        # transport's own cost (measured). tests/test_aiohttp_backend.py pins this to httpx.
+        result._content = body
+        result.is_stream_consumed = True
+        return result
+
+    def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
+        """httpx's connect and read timeouts as aiohttp's, one immutable object per pair."""
+        key = (_seconds(timeouts.get("connect")), _seconds(timeouts.get("read")))
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            if len(self._timeouts) >= _TIMEOUTS_KEPT:
+                self._timeouts.clear()
+            timeout = self._timeouts[key] = aiohttp.ClientTimeout(total=None, sock_connect=key[0], sock_read=key[1])
+        return timeout
 
     def _error(self, error: Exception, request: httpx.Request, payload: Upload | None, *, body: bool) -> BaseException:
         if self._closed:  # the connection ended because aclose() closed it
