@@ -1,9 +1,10 @@
 """
-Side-by-side benchmark: our `Client` against raw httpx and raw aiohttp, same nginx, same run.
+Side-by-side benchmark: our `Client` against raw aiohttp, raw httpx (and httpx2), and the
+retrying clients a user would pick instead, same nginx, same run.
 
 Each measurement runs in a fresh process pinned to one core (nginx gets the other), rounds
 are interleaved so that machine noise hits every client alike, and ratios are taken against
-raw httpx *from the same round*. Run it with `bash bench/run`.
+raw aiohttp *from the same round*. Run it with `bash bench/run` (about 4 minutes).
 """
 
 from __future__ import annotations
@@ -25,51 +26,122 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 
-#: name -> what it measures. "bare" rows are an httpx.AsyncClient on our inner transport:
-#: the Client row on the same transport shows what the retry layer itself costs.
+#: name -> what it measures, in table order. "bare" is an httpx.AsyncClient on our inner
+#: transport: the Client row on the same transport shows what the retry layer itself costs.
 KINDS = {
-    "raw httpx": "httpx.AsyncClient, httpx's own pool (httpcore)",
     "raw aiohttp": "aiohttp.ClientSession: the practical Python limit",
-    "bare httpx on aiohttp transport": "httpx.AsyncClient(transport=AiohttpTransport)",
+    "raw httpx": "httpx.AsyncClient, httpx's own pool (httpcore)",
+    "raw httpx2": "httpx2.AsyncClient, its own pool",
+    "httpx on httpx-aiohttp": "httpx.AsyncClient(transport=httpx_aiohttp.AiohttpTransport())",
+    "bare httpx on our aiohttp transport": "httpx.AsyncClient(transport=AiohttpTransport)",
+    "httpx + httpx-retries": "httpx.AsyncClient(transport=httpx_retries.RetryTransport(...))",
+    "httpx + tenacity decorator": "httpx.AsyncClient, each call in a tenacity @retry",
+    "aiohttp + aiohttp-retry": "aiohttp_retry.RetryClient(ExponentialRetry(...))",
     "Client (default: aiohttp)": "our Client, default backend",
+    "Client + uvloop": "our Client, default backend, on uvloop",
     "Client (backend=httpx)": "our Client on httpx's pool",
 }
+#: The rows of a plain run; the others with --kinds (the run stays under 5 minutes).
+DEFAULT_KINDS = [kind for kind in KINDS if kind != "Client (backend=httpx)"]
+#: The rows that retry, each configured like `RetryPolicy()`: 3 attempts, 0.1 s x 2^n full
+#: jitter backoff, on 408/429/502/503/504.
+RETRYING = [
+    "httpx + httpx-retries",
+    "httpx + tenacity decorator",
+    "aiohttp + aiohttp-retry",
+    "Client (default: aiohttp)",
+]
+STATUSES = frozenset({408, 429, 502, 503, 504})
+
+
+def available(kind: str) -> bool:
+    """Whether the packages a row needs are installed (httpx2 is optional)."""
+    import importlib.util
+
+    needs = {"raw httpx2": "httpx2", "Client + uvloop": "uvloop"}.get(kind)
+    return needs is None or importlib.util.find_spec(needs) is not None
 
 
 # --------------------------------------------------------------------------- worker side
+
+
+def last_result(state: Any) -> Any:
+    """tenacity's `retry_error_callback` returning the last attempt's result."""
+    return state.outcome.result()
 
 
 async def make_sender(kind: str, url: str, concurrency: int) -> tuple[Callable[[], Awaitable[int]], Any]:
     import aiohttp
     import httpx
 
-    from fastapi_retry_http import Client
-    from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
-    from fastapi_retry_http._backends.tls import tls_context
-
     limits = httpx.Limits(max_connections=max(concurrency, 1), max_keepalive_connections=max(concurrency, 1))
-    if kind == "raw aiohttp":
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
+    if kind in ("raw aiohttp", "aiohttp + aiohttp-retry"):
+        session: Any = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
+        if kind == "aiohttp + aiohttp-retry":
+            from aiohttp_retry import ExponentialRetry, RetryClient
+
+            options = ExponentialRetry(attempts=3, start_timeout=0.1, factor=2, statuses=set(STATUSES))
+            session = RetryClient(client_session=session, retry_options=options)
 
         async def send_aiohttp() -> int:
             async with session.get(url) as response:
                 await response.read()
-                return response.status
+                return int(response.status)
 
         return send_aiohttp, session.close
-    if kind == "raw httpx":
-        client: Any = httpx.AsyncClient(limits=limits)
-    elif kind == "bare httpx on aiohttp transport":
-        transport = AiohttpTransport(ssl_context=tls_context(True, False), limits=limits)
-        client = httpx.AsyncClient(transport=transport)
-    elif kind == "Client (default: aiohttp)":
-        client = Client(allow_absolute_urls=True, limits=limits)
-    elif kind == "Client (no retry budget)":
-        client = Client(allow_absolute_urls=True, limits=limits, retry_budget=None)
-    elif kind == "Client (backend=httpx)":
-        client = Client(allow_absolute_urls=True, limits=limits, backend="httpx")
+    if kind == "raw httpx2":
+        import httpx2
+
+        limits2 = httpx2.Limits(max_connections=max(concurrency, 1), max_keepalive_connections=max(concurrency, 1))
+        client: Any = httpx2.AsyncClient(limits=limits2)
+    elif kind == "raw httpx":
+        client = httpx.AsyncClient(limits=limits)
+    elif kind == "httpx on httpx-aiohttp":
+        import httpx_aiohttp
+
+        client = httpx.AsyncClient(transport=httpx_aiohttp.AiohttpTransport(limits=limits))
+    elif kind == "bare httpx on our aiohttp transport":
+        from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
+        from fastapi_retry_http._backends.tls import tls_context
+
+        client = httpx.AsyncClient(transport=AiohttpTransport(ssl_context=tls_context(True, False), limits=limits))
+    elif kind == "httpx + httpx-retries":
+        from httpx_retries import Retry, RetryTransport
+
+        retry = Retry(total=2, backoff_factor=0.1, backoff_jitter=1.0, status_forcelist=STATUSES)
+        inner = httpx.AsyncHTTPTransport(limits=limits)
+        client = httpx.AsyncClient(transport=RetryTransport(transport=inner, retry=retry))
+    elif kind == "httpx + tenacity decorator":
+        import tenacity
+
+        client = httpx.AsyncClient(limits=limits)
+
+        @tenacity.retry(
+            stop=tenacity.stop_after_attempt(3),
+            wait=tenacity.wait_random_exponential(multiplier=0.1, max=10),
+            retry=tenacity.retry_if_exception_type(httpx.TransportError)
+            | tenacity.retry_if_result(lambda r: r.status_code in STATUSES),
+            retry_error_callback=last_result,  # the last response, as the other rows return it
+        )
+        async def get() -> httpx.Response:
+            response: httpx.Response = await client.get(url)
+            return response
+
+        async def send_tenacity() -> int:
+            return int((await get()).status_code)
+
+        return send_tenacity, client.aclose
     else:
-        raise SystemExit(f"unknown kind {kind!r}")
+        from fastapi_retry_http import Client
+
+        if kind in ("Client (default: aiohttp)", "Client + uvloop"):
+            client = Client(allow_absolute_urls=True, limits=limits)
+        elif kind == "Client (no retry budget)":
+            client = Client(allow_absolute_urls=True, limits=limits, retry_budget=None)
+        elif kind == "Client (backend=httpx)":
+            client = Client(allow_absolute_urls=True, limits=limits, backend="httpx")
+        else:
+            raise SystemExit(f"unknown kind {kind!r}")
 
     async def send() -> int:
         response = await client.get(url)
@@ -96,7 +168,7 @@ async def measure(kind: str, url: str, concurrency: int, seconds: float) -> dict
                 latencies.append(time.perf_counter() - started)
                 statuses[status] = statuses.get(status, 0) + 1
 
-    stop_at = time.perf_counter() + min(0.5, seconds / 4)  # warm up: connections, caches
+    stop_at = time.perf_counter() + min(0.5, seconds / 4)  # warm up: connections, caches, JIT-free paths
     await asyncio.gather(*(loop() for _ in range(concurrency)))
     recording = True
     cpu, wall = time.process_time(), time.perf_counter()
@@ -120,11 +192,58 @@ async def measure(kind: str, url: str, concurrency: int, seconds: float) -> dict
 def worker(args: argparse.Namespace) -> None:
     cores = sorted(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {cores[-1]})  # the client on one core; nginx on another
-    if args.uvloop:
+    if args.command == "memory":
+        print(json.dumps(asyncio.run(memory(args.kind, args.url))))
+        return
+    running = measure(args.kind, args.url, args.concurrency, args.seconds)
+    if args.kind.endswith("+ uvloop"):
         import uvloop
 
-        uvloop.install()
-    print(json.dumps(asyncio.run(measure(args.kind, args.url, args.concurrency, args.seconds))))
+        print(json.dumps(uvloop.run(running)))
+    else:
+        print(json.dumps(asyncio.run(running)))
+
+
+#: Clients in the idle-memory measurement, as a service with many upstreams would have.
+IDLE_CLIENTS = 50
+#: Requests held in flight at once in the in-flight memory measurement.
+IN_FLIGHT = 200
+
+
+async def memory(kind: str, url: str) -> dict[str, float]:
+    """
+    tracemalloc: bytes per idle client (50 in one lifespan) and per request in flight (200
+    held by a server that never answers). The shared TLS context is built before counting:
+    clients with equal TLS settings share it.
+    """
+    import tracemalloc
+
+    from fastapi import FastAPI
+
+    from fastapi_retry_http import Client, ClientRegistry, clients_lifespan
+
+    result: dict[str, float] = {}
+    if kind == "Client (default: aiohttp)":
+        Client("https://warm.internal")  # the shared TLS context, built once per process
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        configs = {f"s{i}": {"base_url": f"https://s{i}.internal"} for i in range(IDLE_CLIENTS)}
+        life = clients_lifespan(configs, registry=ClientRegistry())
+        async with life(FastAPI()):
+            result["idle_client_bytes"] = (tracemalloc.get_traced_memory()[0] - before) / IDLE_CLIENTS
+        tracemalloc.stop()
+    send, close = await make_sender(kind, url, IN_FLIGHT)
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    tasks = [asyncio.ensure_future(send()) for _ in range(IN_FLIGHT)]
+    await asyncio.sleep(1.0)  # all connected and sent; the server holds them
+    result["in_flight_request_bytes"] = (tracemalloc.get_traced_memory()[0] - before) / IN_FLIGHT
+    tracemalloc.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await close()
+    return result
 
 
 # --------------------------------------------------------------------------- orchestrator
@@ -176,15 +295,45 @@ class Nginx:
         self.process.wait(10)
 
 
-def run_worker(kind: str, url: str, concurrency: int, seconds: float, uvloop: bool = False) -> dict[str, Any]:
+def run_worker(kind: str, url: str, concurrency: int, seconds: float) -> dict[str, Any]:
     command = [sys.executable, "-m", "bench.bench", "worker", kind, url, str(concurrency), str(seconds)]
-    if uvloop:
-        command.append("--uvloop")
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=seconds * 10 + 30)
     if out.returncode != 0:
         raise SystemExit(f"worker {kind} C={concurrency} failed:\n{out.stderr}")
     result: dict[str, Any] = json.loads(out.stdout)
     return result
+
+
+HOLDING_SERVER = """
+import asyncio, socket, sys
+async def hold(reader, writer):
+    await reader.read(65536)
+    await asyncio.sleep(3600)
+async def main():
+    server = await asyncio.start_server(hold, "127.0.0.1", 0, backlog=4096)
+    print(server.sockets[0].getsockname()[1], flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+def memory_rows(kinds: list[str]) -> dict[str, dict[str, float]]:
+    """Per kind, the tracemalloc figures of `memory()`, against a server that never answers."""
+    server = subprocess.Popen([sys.executable, "-c", HOLDING_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        url = f"http://127.0.0.1:{server.stdout.readline().strip()}/"
+        rows = {}
+        for kind in kinds:
+            command = [sys.executable, "-m", "bench.bench", "memory", kind, url]
+            out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+            if out.returncode != 0:
+                raise SystemExit(f"memory {kind} failed:\n{out.stderr}")
+            rows[kind] = json.loads(out.stdout)
+        return rows
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def client_build_costs() -> dict[str, float]:
@@ -213,33 +362,76 @@ print(raw * 1e3, ours * 1e3, asyncio.run(start()) * 1e3)
 
 def main(args: argparse.Namespace) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
+    kinds = [k for k in (args.kinds or DEFAULT_KINDS) if available(k)]
+    retrying = [k for k in RETRYING if k in kinds]
     nginx = Nginx()
     rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
-    kinds = list(KINDS) + (["Client (default: aiohttp) + uvloop"] if args.uvloop_row else [])
+    flaky: dict[str, tuple[dict[str, Any], int]] = {}
     try:
         started = time.monotonic()
         for round_ in range(args.rounds if not args.scenarios_only else 0):
             for concurrency in args.concurrency:
                 for kind in kinds if round_ % 2 == 0 else reversed(kinds):
-                    use_uvloop = kind.endswith("+ uvloop")
-                    base = kind.removesuffix(" + uvloop")
-                    result = run_worker(base, nginx.url + "/", concurrency, args.seconds, use_uvloop)
+                    result = run_worker(kind, nginx.url + "/", concurrency, args.seconds)
                     rows.setdefault((kind, concurrency), []).append({**result, "round": round_})
             print(f"round {round_ + 1}/{args.rounds} done ({time.monotonic() - started:.0f}s)", file=sys.stderr)
-        before = len(nginx.flaky_log())
-        flaky = run_worker("Client (default: aiohttp)", nginx.url + "/flaky", 16, args.seconds)
-        log = nginx.flaky_log()[before:]
-        down = outage(nginx, args.outage_seconds)
+        for kind in retrying:
+            before = len(nginx.flaky_log())
+            result = run_worker(kind, nginx.url + "/flaky", 16, args.seconds)
+            flaky[kind] = (result, len(nginx.flaky_log()) - before)
+        down = outage(nginx, args.outage_seconds) if args.outage_seconds > 0 else {}
     finally:
         nginx.stop()
-    report = render(rows, args, flaky, len(log), len(set(log)), client_build_costs())
-    report += "\n\n" + render_outage(down, args.outage_seconds)
+    memory = memory_rows([k for k in MEMORY_KINDS if k in kinds]) if not args.quick else {}
+    report = render(rows, args, client_build_costs())
+    report += "\n\n" + render_flaky(flaky, args.seconds)
+    if memory:
+        report += "\n\n" + render_memory(memory)
+    if down:
+        report += "\n\n" + render_outage(down, args.outage_seconds)
     print(report)
-    (RESULTS / "results.md").write_text(report)
+    print(f"\ntotal {time.monotonic() - started:.0f} s", file=sys.stderr)
+    (RESULTS / "results.md").write_text(report + "\n")
     (RESULTS / "results.json").write_text(json.dumps({f"{k}|{c}": v for (k, c), v in rows.items()}, indent=1))
     if rows:
         chart(rows, args.concurrency, RESULTS / "chart.png")
-    print(f"\nwritten: {RESULTS / 'results.md'}, {RESULTS / 'chart.png'}", file=sys.stderr)
+    print(f"written: {RESULTS / 'results.md'}, {RESULTS / 'chart.png'}", file=sys.stderr)
+
+
+#: The rows whose memory is measured.
+MEMORY_KINDS = ["raw aiohttp", "raw httpx", "bare httpx on our aiohttp transport", "Client (default: aiohttp)"]
+
+
+def render_flaky(flaky: dict[str, tuple[dict[str, Any], int]], seconds: float) -> str:
+    out = [
+        f"Upstream answering 503 to 20% of requests, C=16 for {seconds:g} s, each retrying row configured as "
+        "`RetryPolicy()` (3 attempts, 0.1 s exponential backoff, full jitter):",
+        "",
+        "| client | calls | success rate | upstream requests per call |",
+        "|---|---|---|---|",
+    ]
+    for kind, (result, requests) in flaky.items():
+        ok = result["statuses"].get("200", 0)
+        out.append(
+            f"| {kind} | {result['calls']:,} | {ok / max(result['calls'], 1):.2%} | "
+            f"{requests / max(result['calls_with_warmup'], 1):.3f} |"
+        )
+    return "\n".join(out)
+
+
+def render_memory(memory: dict[str, dict[str, float]]) -> str:
+    out = [
+        f"Memory (tracemalloc): per idle client, {IDLE_CLIENTS} clients in one lifespan; per request in flight, "
+        f"{IN_FLIGHT} held at once by a server that never answers (connection included):",
+        "",
+        "| client | per idle client | per request in flight |",
+        "|---|---|---|",
+    ]
+    for kind, figures in memory.items():
+        idle = figures.get("idle_client_bytes")
+        idle_text = f"{idle / 1024:.1f} KiB" if idle is not None else "-"
+        out.append(f"| {kind} | {idle_text} | {figures['in_flight_request_bytes'] / 1024:.1f} KiB |")
+    return "\n".join(out)
 
 
 def outage(nginx: Nginx, seconds: float) -> dict[str, tuple[int, int]]:
@@ -267,22 +459,16 @@ def render_outage(counts: dict[str, tuple[int, int]], seconds: float) -> str:
 def ratio(rows: dict[tuple[str, int], list[dict[str, Any]]], kind: str, base: str, concurrency: int) -> float:
     """Median over rounds of kind/base, each taken within its own round."""
     base_by_round = {r["round"]: r["rps"] for r in rows[(base, concurrency)]}
-    return statistics.median(r["rps"] / base_by_round[r["round"]] for r in rows[(kind, concurrency)])
+    return float(statistics.median(r["rps"] / base_by_round[r["round"]] for r in rows[(kind, concurrency)]))
 
 
-def render(
-    rows: dict[tuple[str, int], list[dict[str, Any]]],
-    args: argparse.Namespace,
-    flaky: dict[str, Any],
-    flaky_requests: int,
-    flaky_connections: int,
-    costs: dict[str, float],
-) -> str:
+def render(rows: dict[tuple[str, int], list[dict[str, Any]]], args: argparse.Namespace, costs: dict[str, float]) -> str:
     kinds = sorted({k for k, _ in rows}, key=lambda k: [*KINDS, k].index(k))
     cs = args.concurrency
+    base = "raw aiohttp" if any(k == "raw aiohttp" for k, _ in rows) else kinds[0] if kinds else ""
     out = [
         f"Requests per second (median of {args.rounds} interleaved rounds, {args.seconds:g} s each; "
-        "ratio to raw httpx in the same round):",
+        f"in brackets the ratio to {base} in the same round, median over rounds):",
         "",
         "| client | " + " | ".join(f"C={c}" for c in cs) + f" | CPU µs/req C={cs[-1]} | p50 / p99 ms C={cs[-1]} |",
         "|---|" + "---|" * (len(cs) + 2),
@@ -291,26 +477,18 @@ def render(
         cells = []
         for c in cs:
             rps = statistics.median(r["rps"] for r in rows[(kind, c)])
-            cells.append(f"{rps:,.0f} ({ratio(rows, kind, 'raw httpx', c):.2f}×)")  # noqa: RUF001
+            cells.append(f"{rps:,.0f} ({ratio(rows, kind, base, c):.2f}×)")  # noqa: RUF001
         last = rows[(kind, cs[-1])]
         cpu = statistics.median(r["cpu_us"] for r in last)
         p50 = statistics.median(r["p50_ms"] for r in last)
         p99 = statistics.median(r["p99_ms"] for r in last)
-        out.append(f"| {kind} | " + " | ".join(cells) + f" | {cpu:,.0f} | {p50:.1f} / {p99:.1f} |")
-    out += ["", "Retry layer cost, `Client` over a bare `httpx.AsyncClient` on the same transport:", ""]
-    for c in cs if rows else []:
-        overhead = ratio(rows, "Client (default: aiohttp)", "bare httpx on aiohttp transport", c)
-        out.append(f"- C={c}: {overhead:.3f}×")  # noqa: RUF001
-    ok = flaky["statuses"].get("200", 0)
-    calls = flaky["calls"]
-    out += [
-        "",
-        f"20% 503s, RetryPolicy() (3 attempts), C=16: {calls} calls, success rate {ok / calls:.2%}, "
-        f"{flaky_requests / max(flaky['calls_with_warmup'], 1):.3f} server requests per call, "
-        f"{flaky_connections} TCP connections for {flaky_requests} requests.",
-        "",
-        "Building clients: " + ", ".join(f"{k}: {v:.2f}" for k, v in costs.items()) + ".",
-    ]
+        name = f"**{kind}**" if kind.startswith("Client (default") else kind
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {cpu:,.0f} | {p50:.1f} / {p99:.1f} |")
+    bare, ours = "bare httpx on our aiohttp transport", "Client (default: aiohttp)"
+    if any(k == bare for k, _ in rows) and any(k == ours for k, _ in rows):
+        out += ["", "`Client` over a bare `httpx.AsyncClient` on the same transport, same round:", ""]
+        out += [f"- C={c}: {ratio(rows, ours, bare, c):.3f}×" for c in cs]  # noqa: RUF001
+    out += ["", "Building clients: " + ", ".join(f"{k}: {v:.2f}" for k, v in costs.items()) + "."]
     return "\n".join(out)
 
 
@@ -342,19 +520,31 @@ def parse() -> argparse.Namespace:
     w.add_argument("url")
     w.add_argument("concurrency", type=int)
     w.add_argument("seconds", type=float)
-    w.add_argument("--uvloop", action="store_true")
+    m = sub.add_parser("memory")
+    m.add_argument("kind")
+    m.add_argument("url")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per cell")
+    parser.add_argument("--seconds", type=float, default=1.0, help="measured seconds per cell")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 128])
-    parser.add_argument("--uvloop-row", action="store_true", help="add a row for the Client on uvloop")
-    parser.add_argument("--outage-seconds", type=float, default=10.0, help="length of the all-503 run")
+    parser.add_argument("--kinds", nargs="+", choices=list(KINDS), help="only these rows")
+    parser.add_argument("--outage-seconds", type=float, default=5.0, help="length of the all-503 run (0: none)")
     parser.add_argument("--scenarios-only", action="store_true", help="skip the throughput table")
-    return parser.parse_args()
+    parser.add_argument("--quick", action="store_true", help="1 round of 0.5 s, no outage nor memory: to iterate")
+    parser.add_argument("--profile", action="store_true", help="profile the Client instead (bench/profile.py)")
+    args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.seconds, args.outage_seconds = 1, 0.5, 0.0
+    return args
 
 
 if __name__ == "__main__":
     arguments = parse()
-    if arguments.command == "worker":
+    if arguments.command in ("worker", "memory"):
         worker(arguments)
+    elif arguments.profile:
+        from bench import profile
+
+        sys.argv = sys.argv[:1]
+        profile.main()
     else:
         main(arguments)
