@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from fastapi_retry_http import _backends
+from fastapi_retry_http import _backends, _client
 from fastapi_retry_http.testing import no_sleep
 from tests.servers import Upstream
 
@@ -40,4 +40,15 @@ def upstream(_upstream_server: Upstream) -> Upstream:
 def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Runs a test once per inner transport: retry semantics must not depend on it."""
     monkeypatch.setattr(_backends, "DEFAULT_BACKEND", request.param)
+    return str(request.param)
+
+
+@pytest.fixture(params=["lean", "full"])
+def request_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """
+    Runs a test once per request path of `Client`: the lean one (the default, which skips
+    `httpx.AsyncClient.send`) and the full one (httpx's send loop, for auth, cookies, hooks
+    and redirects). Both must behave the same; clients built in the test take the path.
+    """
+    monkeypatch.setattr(_client, "LEAN_PATH", request.param == "lean")
     return str(request.param)

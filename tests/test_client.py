@@ -15,7 +15,7 @@ from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
 from fastapi_retry_http.exceptions import ClientClosedError, ConfigurationError, UnsafePathError
 from tests.servers import RawServer, Reply, Upstream, ok
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend", "request_path")]
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """
-Every shape of request and response goes through each backend identically. The upstream
-records what it received (body, content type, framing): that is the oracle, not the client.
+Every shape of request and response goes through each backend, and each request path of
+`Client` (lean and full), identically. The upstream records what it received (body, content
+type, framing): that is the oracle, not the client.
 
 `SHAPES` is a plain list of cases so that another request path can be run over the same
 cases: `case.send(client, path)` sends one with any object that has httpx's `request()`.
@@ -18,7 +19,7 @@ import pytest
 from fastapi_retry_http import Client
 from tests.servers import Reply, Upstream
 
-pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend")]
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("backend", "request_path")]
 
 
 async def _chunks() -> AsyncIterator[bytes]:

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 import aiohttp
 import httpx
+from multidict import CIMultiDict
 from yarl import URL
 
 from ..exceptions import ClientClosedError
@@ -152,11 +153,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     URL(str(request.url), encoded=True),
                     # Not the caller's Transfer-Encoding: aiohttp chunks a body of unknown
                     # length itself and refuses the header alongside its own.
-                    headers=[
-                        (k.decode("latin-1"), v.decode("latin-1"))
-                        for k, v in request.headers.raw
-                        if k.lower() != b"transfer-encoding"
-                    ],
+                    # A multidict, which aiohttp takes as it is (a list it copies into one).
+                    headers=CIMultiDict(
+                        [
+                            (k.decode("latin-1"), v.decode("latin-1"))
+                            for k, v in request.headers.raw
+                            if k.lower() != b"transfer-encoding"
+                        ]
+                    ),
                     data=payload,
                     allow_redirects=False,
                     proxy=self._proxy,
@@ -215,6 +219,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # transport's own cost (measured). tests/test_aiohttp_backend.py pins this to httpx.
         result._content = body
         result.is_stream_consumed = True
+        result.is_closed = True  # nothing left to close: the connection is back in the pool
         return result
 
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
