@@ -7,6 +7,7 @@ the cases only the lean path has: its caches, and what sends a call down the ful
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 
@@ -18,7 +19,7 @@ from fastapi_retry_http._backends import aiohttp_pool
 from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
 from fastapi_retry_http._backends.tls import tls_context
 from fastapi_retry_http._resilience.send import STREAM_EXTENSION
-from fastapi_retry_http.exceptions import ResponseTooLargeError
+from fastapi_retry_http.exceptions import ClientClosedError, ResponseTooLargeError
 from tests.servers import RawServer, Reply, Upstream
 
 pytestmark = [pytest.mark.anyio]
@@ -261,10 +262,10 @@ class TestEagerBodies:
                 await response.aclose()
 
     async def test_a_body_cut_short_is_a_retried_read_failure(self) -> None:
-        async def truncated(reader: object, writer: object, count: int) -> None:
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")  # type: ignore[attr-defined]
-            await writer.drain()  # type: ignore[attr-defined]
-            writer.close()  # type: ignore[attr-defined]
+        async def truncated(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: int) -> None:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+            await writer.drain()
+            writer.close()
 
         async with RawServer(truncated) as server, Client(server.url) as client:
             with pytest.raises(httpx.RemoteProtocolError):
@@ -286,3 +287,23 @@ class TestEagerBodies:
         for read in (3.0, 4.0, 5.0):
             transport._timeout({"connect": 1.0, "read": read})
         assert len(transport._timeouts) <= 2
+
+    async def test_closing_ends_a_streamed_body_being_read(self) -> None:
+        hang = asyncio.Event()
+
+        async def partial(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, count: int) -> None:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+            await writer.drain()
+            await hang.wait()
+
+        async with RawServer(partial) as server:
+            client = Client(server.url)
+            async with client.stream("GET", "/x") as response:
+                chunks = response.aiter_raw()
+                assert await anext(chunks) == b"abc"
+                reading = asyncio.ensure_future(anext(chunks))
+                await asyncio.sleep(0.05)
+                await client.aclose()
+                with pytest.raises(ClientClosedError):
+                    await reading
+            hang.set()
