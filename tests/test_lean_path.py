@@ -307,3 +307,12 @@ class TestEagerBodies:
                 with pytest.raises(ClientClosedError):
                     await reading
             hang.set()
+
+    async def test_aiohttp_adds_no_header_of_its_own(self, upstream: Upstream) -> None:
+        async with Client(upstream.url) as client:
+            del client.headers["User-Agent"]
+            del client.headers["Accept"]
+            await client.get("/bare")
+            await client.post("/bare")
+        for headers, _ in upstream.seen["/bare"]:
+            assert not {"user-agent", "accept", "content-type"} & set(headers)

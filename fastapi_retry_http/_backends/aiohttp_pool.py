@@ -35,6 +35,8 @@ __all__ = ["AiohttpTransport"]
 
 # aiohttp adds these unless told not to; httpx already set the ones it wants.
 _SKIP_AUTO_HEADERS: Final = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+#: The methods aiohttp gives a `Content-Type` even without a body.
+_POST_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 _CLOSED: Final = "The transport is closed; it cannot send requests any more."
 
 #: A body of at most this many bytes, declared by `Content-Length` and not content-coded, is
@@ -112,7 +114,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,
-                skip_auto_headers=_SKIP_AUTO_HEADERS,
                 cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
                 request_class=_Request,
                 trust_env=False,
@@ -148,19 +149,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             payload = upload(request, _seconds(timeouts.get("write")))
             try:
+                # Not the caller's Transfer-Encoding: aiohttp chunks a body of unknown length
+                # itself and refuses the header alongside its own. A multidict, which aiohttp
+                # takes as it is (a list it copies into one).
+                headers = CIMultiDict(
+                    [
+                        (k.decode("latin-1"), v.decode("latin-1"))
+                        for k, v in request.headers.raw
+                        if k.lower() != b"transfer-encoding"
+                    ]
+                )
                 response = await session.request(
                     request.method,
                     URL(str(request.url), encoded=True),
-                    # Not the caller's Transfer-Encoding: aiohttp chunks a body of unknown
-                    # length itself and refuses the header alongside its own.
-                    # A multidict, which aiohttp takes as it is (a list it copies into one).
-                    headers=CIMultiDict(
-                        [
-                            (k.decode("latin-1"), v.decode("latin-1"))
-                            for k, v in request.headers.raw
-                            if k.lower() != b"transfer-encoding"
-                        ]
-                    ),
+                    headers=headers,
+                    skip_auto_headers=_SKIP_AUTO_HEADERS if _adds_headers(request.method, headers, payload) else None,
                     data=payload,
                     allow_redirects=False,
                     proxy=self._proxy,
@@ -263,6 +266,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _adds_headers(method: str, headers: CIMultiDict[str], payload: Upload | None) -> bool:
+    """
+    Whether aiohttp would add a header of its own: `Accept`, `Accept-Encoding` or `User-Agent`
+    when missing (httpx's client sets all three), `Content-Type` when missing from a body or
+    from a POST, PUT or PATCH. Only then is it told which to skip: telling it costs a merge
+    of header sets per request.
+    """
+    return not (
+        "Accept" in headers
+        and "Accept-Encoding" in headers
+        and "User-Agent" in headers
+        and ("Content-Type" in headers or (payload is None and method not in _POST_METHODS))
+    )
 
 
 def _seconds(value: float | None) -> float | None:
