@@ -134,12 +134,15 @@ async def make_sender(kind: str, url: str, concurrency: int) -> tuple[Callable[[
     else:
         from fastapi_retry_http import Client
 
+        # As the Client is meant to be used: a base URL, and each call a path relative to it.
+        base, path = url.rsplit("/", 1)
+        url = path or "/"
         if kind in ("Client (default: aiohttp)", "Client + uvloop"):
-            client = Client(allow_absolute_urls=True, limits=limits)
+            client = Client(base, limits=limits)
         elif kind == "Client (no retry budget)":
-            client = Client(allow_absolute_urls=True, limits=limits, retry_budget=None)
+            client = Client(base, limits=limits, retry_budget=None)
         elif kind == "Client (backend=httpx)":
-            client = Client(allow_absolute_urls=True, limits=limits, backend="httpx")
+            client = Client(base, limits=limits, backend="httpx")
         else:
             raise SystemExit(f"unknown kind {kind!r}")
 

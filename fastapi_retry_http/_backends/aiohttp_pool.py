@@ -293,7 +293,9 @@ class _Connector(aiohttp.TCPConnector):
 
     def __init__(self, *, max_idle: int | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._max_idle = max_idle
+        # No cap to keep when the pool cannot hold more connections than it may keep idle.
+        limit = kwargs.get("limit") or 0
+        self._max_idle = None if max_idle is not None and 0 < limit <= max_idle else max_idle
 
     def _release(self, key: Any, protocol: Any, *, should_close: bool = False) -> None:
         # aiohttp has no public knob for this: its pool keeps every released connection
