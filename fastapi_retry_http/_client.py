@@ -78,6 +78,10 @@ class Client(HttpMethods):
     shutdown. Paths are relative to `base_url`; a path that would leave it is refused with
     [`UnsafePathError`][fastapi_retry_http.exceptions.UnsafePathError] before any I/O.
 
+    Without redirects, event hooks, auth, cookies or default query parameters (the defaults),
+    calls skip `httpx.AsyncClient.send` for a leaner path with the same results; a `Set-Cookie`
+    from upstream is then not kept for later calls (cookies set on `.httpx.cookies` are sent).
+
     ```python
     async with Client("https://billing.internal/api/", name="billing") as billing:
         response = await billing.get("invoices/42")
