@@ -15,6 +15,7 @@ from ._config.app import HttpClientsSettings
 from ._config.client import ClientSettings, PoolLimits
 from ._fastapi.lifespan import clients_lifespan, get_client
 from ._fastapi.registry import ClientRegistry, clients
+from ._resilience.breaker import CircuitBreaker, CircuitStatus
 from ._resilience.budget import RetryBudget
 from ._resilience.events import AttemptEvent
 from ._resilience.pipeline import RetryTransport
@@ -22,6 +23,8 @@ from ._resilience.policy import RetryPolicy
 
 __all__ = [
     "AttemptEvent",
+    "CircuitBreaker",
+    "CircuitStatus",
     "Client",
     "ClientRegistry",
     "ClientSettings",

@@ -15,6 +15,7 @@ import httpx
 from ._backends import BackendName, default_transport
 from ._defaults import DEFAULT_BUDGET, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, MAX_REDIRECTS
 from ._methods import HttpMethods
+from ._resilience.breaker import CircuitBreaker, CircuitStatus
 from ._resilience.budget import RetryBudget
 from ._resilience.events import Instrument
 from ._resilience.pipeline import POLICY_EXTENSION, RetryTransport
@@ -94,7 +95,10 @@ class Client(HttpMethods):
             `transport` is given.
         retry_budget: Caps this client's retries at a share of its recent requests, so an
             outage upstream does not triple the load on it; `None` for no cap.
-        store: Where the retry budget keeps its counts; the client's own by default.
+        circuit_breaker: Stop sending to an upstream that fails most attempts, for a while
+            ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); off by default.
+        store: Where the retry budget and the breaker keep their counts; the client's own by
+            default.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
     """
@@ -118,6 +122,7 @@ class Client(HttpMethods):
         allow_absolute_urls: bool = False,
         backend: BackendName | None = None,
         retry_budget: RetryBudget | None = DEFAULT_BUDGET,
+        circuit_breaker: CircuitBreaker | None = None,
         store: StateStore | None = None,
         instrumentation: Iterable[Instrument] = (),
     ) -> None:
@@ -140,6 +145,7 @@ class Client(HttpMethods):
             max_response_bytes=max_response_bytes,
             budget=retry_budget,
             store=store,
+            circuit_breaker=circuit_breaker,
             instrumentation=instrumentation,
         )
         # Only the codings the transport decodes with bounded memory (see _safety/size_cap.py).
@@ -177,6 +183,12 @@ class Client(HttpMethods):
     def transport(self) -> RetryTransport:
         """The retrying transport every request goes through; its `inner` is the network."""
         return self._transport
+
+    @property
+    def circuit(self) -> CircuitStatus | None:
+        """The circuit breaker's state now (for health checks), or `None` without a breaker."""
+        breaker = self._transport.breaker
+        return None if breaker is None else breaker.status()
 
     @property
     def base_url(self) -> httpx.URL:

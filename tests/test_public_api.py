@@ -12,6 +12,8 @@ from fastapi_retry_http import exceptions, testing
 
 PUBLIC = {
     "AttemptEvent",
+    "CircuitBreaker",
+    "CircuitStatus",
     "Client",
     "ClientRegistry",
     "ClientSettings",

@@ -105,7 +105,7 @@ def event(
         client=call.client,
         method=call.request.method,
         url=url_without_query(call.request.url),
-        attempt=call.attempt,
+        attempt=outcome.attempt or call.attempt,
         status_code=None if response is None else response.status_code,
         error=None if error is None else type(error).__name__,
         duration=outcome.duration,
