@@ -36,7 +36,9 @@ def test_no_private_names_of_other_libraries_are_imported(path: Path) -> None:
 
 def test_the_check_finds_what_it_looks_for(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
-    sample.write_text("from httpx._client import USE_CLIENT_DEFAULT\nimport aiohttp._http_parser\nfrom fastapi import _x\n")
+    sample.write_text(
+        "from httpx._client import USE_CLIENT_DEFAULT\nimport aiohttp._http_parser\nfrom fastapi import _x\n"
+    )
     assert len(private_imports(sample)) == 3
 
 
