@@ -107,6 +107,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
         budget_gate = () if budget is None else (BudgetGate(store.budget_counter(name, budget), clock),)
         self._gates: tuple[Gate, ...] = (*budget_gate, *gates)
         self._instruments = Instruments(instrumentation)
+        self._scoped = self._instruments.scoped  # instruments told before each attempt (tracing)
         self._closed = False
         self._waits: set[asyncio.Future[None]] = set()
 
@@ -169,12 +170,15 @@ class RetryTransport(httpx.AsyncBaseTransport):
         call.attempt += 1
         started = time.perf_counter() if self._instruments else 0.0
         request, policy = call.request, call.policy
+        scopes = self._instruments.start(request, call.attempt, call.client) if self._scoped else None
         try:
             response = await self._sender.send(call)
         except Exception as error:
             outcome = Outcome(error=error, retryable=call.retries and policy.retries_error(request, error))
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as gone:
             # Never retried, never wrapped; the instruments hear of it.
+            if scopes is not None:
+                scopes.end(None, gone)
             if self._instruments:
                 cancelled = Outcome(duration=time.perf_counter() - started)
                 self._instruments.emit(event(call, cancelled, "cancelled"))
@@ -184,6 +188,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
             outcome = Outcome(response=response, retryable=retryable)
         if self._instruments:
             outcome.duration = time.perf_counter() - started
+            if scopes is not None:
+                scopes.end(outcome.response, outcome.error)
         for gate in self._gates:
             gate.record(call, outcome)
         return outcome
