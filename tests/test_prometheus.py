@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from fastapi_retry_http import Client, RetryBudget, RetryPolicy
+from fastapi_retry_http import AttemptEvent, Client, RetryBudget, RetryPolicy
 from fastapi_retry_http._resilience.events import CircuitEvent, Instruments
 from fastapi_retry_http.prometheus import PrometheusMetrics
 from tests.test_transport import Scripted
@@ -135,3 +137,18 @@ def test_multiprocess_mode_adds_up_the_workers(tmp_path: Path) -> None:
     assert value(registry, "fastapi_retry_http_request_duration_seconds_count", client="billing", method="GET") == 2
     assert value(registry, "fastapi_retry_http_circuit_open", client="billing") == 1  # the max over workers
     assert b"pid=" not in generate_latest(registry)
+
+
+def test_a_cancelled_call_is_counted_not_timed_and_an_event_without_a_start_is_not_timed() -> None:
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry)
+    event = AttemptEvent("billing", "GET", "http://upstream/x", 1, None, None, 0.01, "cancelled")
+    metrics.on_attempt(event)
+    metrics.on_attempt(dataclasses.replace(event, outcome="hedge_lost", attempt=2))
+    # Delivered outside any call (no start_attempt in this context): counted, not timed.
+    contextvars.Context().run(metrics.on_attempt, dataclasses.replace(event, outcome="success", status_code=200))
+    attempts = "fastapi_retry_http_attempts_total"
+    assert value(registry, attempts, client="billing", method="GET", outcome="cancelled") == 1
+    assert value(registry, attempts, client="billing", method="GET", outcome="hedge_lost") == 1
+    assert value(registry, attempts, client="billing", method="GET", outcome="success") == 1
+    assert value(registry, "fastapi_retry_http_request_duration_seconds_count", client="billing", method="GET") == 0
