@@ -394,6 +394,25 @@ class TestLogRecords:
         ]
         assert all("secret" not in str(vars(r)) for r in ours)
 
+    async def test_a_deadline_passed_during_an_attempt_is_a_give_up_record(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        async def hang(request: httpx.Request) -> httpx.Response:
+            await asyncio.sleep(10)
+            raise AssertionError("cut by the deadline")
+
+        retrying = RetryTransport(httpx.MockTransport(hang), RetryPolicy(deadline=0.05), name="up")
+        async with httpx.AsyncClient(transport=retrying) as c:
+            with caplog.at_level(logging.INFO, logger="fastapi_retry_http"), pytest.raises(DeadlineExceeded):
+                await c.get("http://upstream/x")
+        assert [(r.getMessage(), r.reason, r.failure) for r in caplog.records] == [  # type: ignore[attr-defined]
+            (
+                "up: GET http://upstream/x failed (DeadlineExceeded) on attempt 1/3; not retried (deadline)",
+                "deadline",
+                "DeadlineExceeded",
+            )
+        ]
+
     async def test_every_budget_refusal_is_a_give_up_record(self, caplog: pytest.LogCaptureFixture) -> None:
         budget = RetryBudget(ratio=0, min_retries=0)
         async with httpx.AsyncClient(transport=transport(Scripted(httpx.ConnectError("x")), budget=budget)) as c:

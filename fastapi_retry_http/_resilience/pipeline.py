@@ -32,7 +32,7 @@ from . import engine
 from .attempts import Call, Outcome, replayable
 from .budget import BudgetGate, RetryBudget
 from .decisions import Decisions, event, final_kind
-from .events import Instrument, Instruments
+from .events import Instrument, Instruments, log_gave_up
 from .gates import Gate
 from .policy import RetryPolicy
 from .send import Sender
@@ -175,6 +175,9 @@ class RetryTransport(httpx.AsyncBaseTransport):
             response = await self._sender.send(call)
         except Exception as error:
             outcome = Outcome(error=error, retryable=call.retries and policy.retries_error(request, error))
+            if isinstance(error, DeadlineExceeded):
+                # The deadline ended the call inside an attempt: a give-up, logged as the others are.
+                log_gave_up(call.client, request, call.attempt, policy.attempts, outcome.reason, "deadline")
         except asyncio.CancelledError as gone:
             # Never retried, never wrapped; the instruments hear of it.
             if scopes is not None:
