@@ -330,6 +330,18 @@ class TestAttemptScopes:
             "up: instrument BrokenEnd raised; its later errors are not logged.",
         ]
 
+    async def test_without_a_scoped_instrument_no_scope_is_started(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def explode(*args: object) -> None:
+            raise AssertionError("scopes started with nobody wanting them")
+
+        monkeypatch.setattr(Instruments, "start", explode)
+        recorder = Recorder()
+        async with httpx.AsyncClient(transport=transport(Scripted(503, 200), instrumentation=[recorder])) as c:
+            assert (await c.get("http://upstream/x")).status_code == 200
+        async with httpx.AsyncClient(transport=transport(Scripted(200))) as c:
+            assert (await c.get("http://upstream/x")).status_code == 200
+        assert [e.outcome for e in recorder.events] == ["retry", "success"]
+
     async def test_plain_instruments_are_never_asked_before_an_attempt(self) -> None:
         retrying = transport(Scripted(200), instrumentation=[Recorder()])
         assert retrying._scoped is False

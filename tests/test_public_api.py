@@ -12,6 +12,7 @@ from fastapi_retry_http import exceptions, otel, prometheus, testing
 
 PUBLIC = {
     "AttemptEvent",
+    "CircuitEvent",
     "Client",
     "ClientRegistry",
     "ClientSettings",
