@@ -200,7 +200,41 @@ def main() -> None:
     finally:
         process.kill()
     (RESULTS / "resilience.json").write_text(json.dumps(results, indent=1))
+    chart(results, RESULTS / "resilience.png")
     print(render(results))
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    tails = {k[6:]: v for k, v in results.items() if k.startswith("tail")}
+    marks = ["p50_ms", "p99_ms", "p999_ms"]
+    for i, (name, row) in enumerate(tails.items()):
+        left.bar([x + i * 0.4 for x in range(3)], [row[m] for m in marks], 0.4, label=name)
+    left.set_xticks([x + 0.2 for x in range(3)], ["p50", "p99", "p99.9"])
+    left.set_yscale("log")
+    left.set_ylabel("ms (log scale)")
+    left.set_title("5% of answers 1 s late, C=8")
+    left.legend(fontsize=8)
+    outages = {k[7:]: v for k, v in results.items() if k.startswith("outage") and v["rate_after_open"] is not None}
+    names = list(outages)
+    right.bar(
+        [x - 0.2 for x in range(len(names))],
+        [outages[n]["rate_before_open"] for n in names],
+        0.4,
+        label="before it opened",
+    )
+    right.bar([x + 0.2 for x in range(len(names))], [outages[n]["rate_after_open"] for n in names], 0.4, label="after")
+    right.set_xticks(range(len(names)), [n.replace(": breaker on", "") for n in names], fontsize=8)
+    right.set_ylabel("attempts sent per second")
+    right.set_title("Upstream down, breaker on")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def render(results: dict[str, Any]) -> str:
