@@ -62,23 +62,14 @@ class PrometheusMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         registry = registry if registry is not None else REGISTRY
-        self.attempts = Counter(
-            "fastapi_retry_http_attempts",
-            "Attempts sent, by how each ended.",
-            ("client", "method", "outcome"),
-            registry=registry,
-        )
-        self.retries = Counter(
-            "fastapi_retry_http_retries",
-            "Retries, by what the attempt before gave (status code or error class).",
-            ("client", "reason"),
-            registry=registry,
-        )
-        self.gave_up = Counter(
-            "fastapi_retry_http_gave_up",
-            "Calls that stopped retrying a retryable failure, by why.",
-            ("client", "reason"),
-            registry=registry,
+        counters = {
+            "attempts": ("Attempts sent, by how each ended.", ("client", "method", "outcome")),
+            "retries": ("Retries, by what the attempt before gave (status code or error class).", ("client", "reason")),
+            "gave_up": ("Calls that stopped retrying a retryable failure, by why.", ("client", "reason")),
+        }
+        self.attempts, self.retries, self.gave_up = (
+            Counter(f"fastapi_retry_http_{name}", doc, labels, registry=registry)
+            for name, (doc, labels) in counters.items()
         )
         self.duration = Histogram(
             "fastapi_retry_http_request_duration_seconds",

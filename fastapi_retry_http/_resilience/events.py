@@ -217,28 +217,7 @@ def log_retry(client: str, request: httpx.Request, attempt: int, attempts: int, 
 
     INFO: a retry is the library doing its job, and the call may well still succeed.
     """
-    where = url_without_query(request.url)
-    logger.info(
-        "%s: %s %s failed (%s) on attempt %d/%d; retrying in %.3fs",
-        client,
-        request.method,
-        where,
-        reason,
-        attempt,
-        attempts,
-        wait,
-        extra={
-            "client": client,
-            "method": request.method,
-            "url": where,
-            "attempt": attempt,
-            "attempts": attempts,
-            "reason": reason,
-            "wait": wait,
-            "failure": reason,
-            "outcome": "retry",
-        },
-    )
+    _log_attempt(client, request, attempt, attempts, reason, f"retrying in {wait:.3f}s", reason, wait, "retry")
 
 
 def log_gave_up(
@@ -253,16 +232,31 @@ def log_gave_up(
     each would flood the logs. The loud signals are per client and rate-limited: the spent
     budget (once per window) and an opening breaker are WARNINGs.
     """
+    _log_attempt(client, request, attempt, attempts, failure, f"not retried ({reason})", reason, None, "returned")
+
+
+def _log_attempt(
+    client: str,
+    request: httpx.Request,
+    attempt: int,
+    attempts: int,
+    failure: str,
+    then: str,
+    reason: str,
+    wait: float | None,
+    outcome: str,
+) -> None:
+    # One shape for every attempt record, so a JSON formatter sees the same fields each time.
     where = url_without_query(request.url)
     logger.info(
-        "%s: %s %s failed (%s) on attempt %d/%d; not retried (%s)",
+        "%s: %s %s failed (%s) on attempt %d/%d; %s",
         client,
         request.method,
         where,
         failure,
         attempt,
         attempts,
-        reason,
+        then,
         extra={
             "client": client,
             "method": request.method,
@@ -271,8 +265,8 @@ def log_gave_up(
             "attempts": attempts,
             "reason": reason,
             "failure": failure,
-            "wait": None,
-            "outcome": "returned",
+            "wait": wait,
+            "outcome": outcome,
         },
     )
 
