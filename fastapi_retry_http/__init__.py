@@ -15,13 +15,17 @@ from ._config.app import HttpClientsSettings
 from ._config.client import ClientSettings, PoolLimits
 from ._fastapi.lifespan import clients_lifespan, get_client
 from ._fastapi.registry import ClientRegistry, clients
+from ._resilience.breaker import CircuitBreaker, CircuitStatus
 from ._resilience.budget import RetryBudget
-from ._resilience.events import AttemptEvent
+from ._resilience.events import AttemptEvent, CircuitEvent
 from ._resilience.pipeline import RetryTransport
 from ._resilience.policy import RetryPolicy
 
 __all__ = [
     "AttemptEvent",
+    "CircuitBreaker",
+    "CircuitEvent",
+    "CircuitStatus",
     "Client",
     "ClientRegistry",
     "ClientSettings",

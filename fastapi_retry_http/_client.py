@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Final, Protocol, Self, Unpack
+from typing import Any, Protocol, Self, Unpack
 
 import httpx
 
+from ._arguments import checked_arguments, checked_timeout
 from ._backends import BackendName, default_transport
 from ._defaults import DEFAULT_BUDGET, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, MAX_REDIRECTS
+from ._lean import LeanPath
 from ._methods import HttpMethods
+from ._resilience.breaker import CircuitBreaker, CircuitStatus
 from ._resilience.budget import RetryBudget
 from ._resilience.events import Instrument
 from ._resilience.pipeline import POLICY_EXTENSION, RetryTransport
@@ -25,8 +27,7 @@ from ._safety.headers import header_problem
 from ._safety.redact import install_httpx_log_redactor
 from ._safety.redirects import guard_redirect, remember_origin
 from ._safety.size_cap import ACCEPT_ENCODING
-from ._safety.urls import base_url_problem, check_path, proxy_problem
-from ._timeouts import checked_timeout
+from ._safety.urls import check_path
 from ._types import (
     USE_CLIENT_DEFAULT,
     BodyOptions,
@@ -42,22 +43,10 @@ from .exceptions import ClientClosedError, ConfigurationError
 __all__ = ["Client"]
 
 logger = logging.getLogger("fastapi_retry_http")
-#: The logger of httpx's `HTTP Request:` line, which the lean path writes as httpx would.
-_httpx_logger = logging.getLogger("httpx")
 
-#: Whether clients that need nothing of `httpx.AsyncClient.send` skip it (see `Client.request`).
+#: Whether clients that need nothing of `httpx.AsyncClient.send` skip it (see `_lean.py`).
 #: Read once per client, at construction; tests turn it off to run the same cases on both paths.
 LEAN_PATH = True
-
-#: How many merged URLs a client keeps, by path: most services call a few paths over and over,
-#: and merging one into the base URL parses two URLs (about 10 us). Bounded, so a path with an
-#: id in it costs at most this many entries (cleared when full).
-URL_CACHE_SIZE: Final = 128
-
-#: Methods httpx sends without a body, and without `Content-Length: 0`, when given none.
-_NO_BODY_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
-#: The body of a request without one; stateless, so shared.
-_EMPTY: Final = httpx.ByteStream(b"")
 
 
 class ClientConfig(Protocol):
@@ -114,7 +103,10 @@ class Client(HttpMethods):
             `transport` is given.
         retry_budget: Caps this client's retries at a share of its recent requests, so an
             outage upstream does not triple the load on it; `None` for no cap.
-        store: Where the retry budget keeps its counts; the client's own by default.
+        circuit_breaker: Stop sending to an upstream that fails most attempts, for a while
+            ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); off by default.
+        store: Where the retry budget and the breaker keep their counts; the client's own by
+            default.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
     """
@@ -138,6 +130,7 @@ class Client(HttpMethods):
         allow_absolute_urls: bool = False,
         backend: BackendName | None = None,
         retry_budget: RetryBudget | None = DEFAULT_BUDGET,
+        circuit_breaker: CircuitBreaker | None = None,
         store: StateStore | None = None,
         instrumentation: Iterable[Instrument] = (),
     ) -> None:
@@ -145,7 +138,7 @@ class Client(HttpMethods):
         base = httpx.URL(base_url)
         self.name = name if name is not None else (base.host or "client")
         try:
-            timeout = _checked(base, headers, timeout, http2, proxy)
+            timeout = checked_arguments(base, headers, timeout, http2, proxy)
             if transport is None:
                 transport = default_transport(backend=backend, verify=verify, http2=http2, limits=limits, proxy=proxy)
         except ValueError as error:  # ConfigurationError is one too
@@ -160,6 +153,7 @@ class Client(HttpMethods):
             max_response_bytes=max_response_bytes,
             budget=retry_budget,
             store=store,
+            circuit_breaker=circuit_breaker,
             instrumentation=instrumentation,
         )
         # Only the codings the transport decodes with bounded memory (see _safety/size_cap.py).
@@ -183,12 +177,8 @@ class Client(HttpMethods):
         self._allow_absolute_urls = allow_absolute_urls or not str(base)
         self._closed = False
         # Chosen once: redirects and event hooks need httpx's send loop (see `request`).
-        self._lean = LEAN_PATH and not follow_redirects and not any(hooks.values())
-        self._urls: dict[str, httpx.URL] = {}
-        self._urls_base = self.httpx.base_url
-        self._prepared_headers = httpx.Headers()
-        self._prepared_raw: list[tuple[bytes, bytes]] = []
-        self._prepared_netloc = b""
+        lean = LEAN_PATH and not follow_redirects and not any(hooks.values())
+        self._lean = LeanPath(self.httpx, self._transport) if lean else None
 
     @classmethod
     def from_settings(cls, name: str, settings: ClientConfig, **overrides: Any) -> Self:
@@ -204,6 +194,12 @@ class Client(HttpMethods):
     def transport(self) -> RetryTransport:
         """The retrying transport every request goes through; its `inner` is the network."""
         return self._transport
+
+    @property
+    def circuit(self) -> CircuitStatus | None:
+        """The circuit breaker's state now (for health checks), or `None` without a breaker."""
+        breaker = self._transport.breaker
+        return None if breaker is None else breaker.status()
 
     @property
     def base_url(self) -> httpx.URL:
@@ -264,128 +260,13 @@ class Client(HttpMethods):
             ClientClosedError: The client was closed.
         """
         self._check(path, headers)
-        if self._lean and self._plain():
-            url = self._url(path)
+        if self._lean is not None and self._lean.plain():
+            url = self._lean.url(path)
             if url is not None:
-                return await self._send_lean(method, url, params, content, json, data, files, headers, timeout, retry)
+                return await self._lean.send(method, url, params, content, json, data, files, headers, timeout, retry)
         options: BodyOptions = {"params": params, "content": content, "json": json, "data": data, "files": files}
         request = self._build(method, path, {**options, "headers": headers, "timeout": timeout, "retry": retry}, False)
         return await self.httpx.send(request)
-
-    def _plain(self) -> bool:
-        """
-        Whether `httpx.AsyncClient.send` has nothing to add: no auth, cookies, default query
-        parameters, event hooks or redirects. What the constructor does not set can still be
-        set later through `.httpx`; then the call takes the full path.
-        """
-        client = self.httpx
-        return (
-            client.auth is None
-            and not client.follow_redirects
-            and not client.params
-            and not client.cookies
-            and not any(client.event_hooks.values())
-        )
-
-    def _url(self, path: str) -> httpx.URL | None:
-        """`path` merged into the base URL as httpx merges it; `None` if it carries userinfo."""
-        base = self.httpx.base_url
-        if base is not self._urls_base:  # replaced through `.httpx`
-            self._urls.clear()
-            self._urls_base = base
-        url = self._urls.get(path)
-        if url is None:
-            merge = httpx.URL(path)
-            if merge.is_relative_url:
-                url = base.copy_with(raw_path=base.raw_path + merge.raw_path.lstrip(b"/"))
-            elif merge.userinfo:
-                return None  # httpx sends it as Basic auth: the full path does that
-            else:
-                url = merge
-            if len(self._urls) >= URL_CACHE_SIZE:
-                self._urls.clear()
-            self._urls[path] = url
-        return url
-
-    def _prepared(self, url: httpx.URL) -> httpx.Headers:
-        """The client's headers with the `Host` httpx adds for `url`, as httpx.Request orders them."""
-        raw = self.httpx.headers.raw
-        netloc = url.netloc
-        if raw != self._prepared_raw or netloc != self._prepared_netloc:
-            host = [] if "host" in self.httpx.headers else [(b"Host", netloc)]
-            self._prepared_headers = httpx.Headers(host + raw)
-            self._prepared_raw, self._prepared_netloc = raw, netloc
-        return self._prepared_headers
-
-    async def _send_lean(
-        self,
-        method: str,
-        url: httpx.URL,
-        params: QueryParams | None,
-        content: RequestContent | None,
-        json: Any,
-        data: RequestData | None,
-        files: RequestFiles | None,
-        headers: Mapping[str, str] | None,
-        timeout: TimeoutValue | UseClientDefault,
-        retry: RetryPolicy | None,
-    ) -> httpx.Response:
-        """
-        What `httpx.AsyncClient.send` does for a client with nothing of its own to add, without
-        its auth, redirect and hook loops and its cookie extraction: the request goes straight
-        to the pipeline, which reads the body inside the attempt.
-        """
-        client = self.httpx
-        per_attempt = client.timeout if timeout is USE_CLIENT_DEFAULT else checked_timeout(timeout)
-        extensions: dict[str, Any] = {"timeout": per_attempt.as_dict()}
-        if retry is not None:
-            extensions[POLICY_EXTENSION] = retry
-        if headers or content is not None or data is not None or files is not None or json is not None:
-            if headers:
-                merged = httpx.Headers(client.headers)
-                merged.update(headers)
-            else:
-                merged = client.headers  # copied by httpx.Request
-            request = httpx.Request(
-                method,
-                url,
-                params=params,
-                headers=merged,
-                content=content,
-                data=data,
-                files=files,
-                json=json,
-                extensions=extensions,
-            )
-        elif method in _NO_BODY_METHODS:
-            # The common call: no body, no headers of its own. httpx.Request would encode an
-            # empty body and merge `Host` into the headers, again on every call; the result,
-            # the same headers in the same order, is kept until the client's headers change.
-            request = httpx.Request(
-                method, url, params=params, headers=self._prepared(url), stream=_EMPTY, extensions=extensions
-            )
-            request.read()
-        else:
-            request = httpx.Request(method, url, params=params, headers=client.headers, extensions=extensions)
-        if not isinstance(request.stream, httpx.AsyncByteStream):
-            raise RuntimeError("Attempted to send a sync request with an AsyncClient instance.")  # as httpx does
-        try:
-            response = await self._transport.handle_async_request(request)
-        except httpx.RequestError as error:
-            error.request = request  # as httpx does, for errors raised without one
-            raise
-        response.request = request
-        if _httpx_logger.isEnabledFor(logging.INFO):
-            # httpx's own line, word for word (the redactor rewrites its URL).
-            _httpx_logger.info(
-                'HTTP Request: %s %s "%s %d %s"',
-                request.method,
-                request.url,
-                response.http_version,
-                response.status_code,
-                response.reason_phrase,
-            )
-        return response
 
     @asynccontextmanager
     async def stream(self, method: str, path: str, **options: Unpack[BodyOptions]) -> AsyncIterator[httpx.Response]:
@@ -454,29 +335,3 @@ class Client(HttpMethods):
         if self.httpx.follow_redirects:
             remember_origin(request, private=[*self.httpx.headers.keys(), *(headers or {}).keys()])
         return request
-
-
-def _checked(
-    base: httpx.URL,
-    headers: Mapping[str, str] | None,
-    timeout: float | httpx.Timeout | None,
-    http2: bool,
-    proxy: str | httpx.URL | None,
-) -> httpx.Timeout:
-    """Refuse what would fail or leak later; the timeout as both backends will read it."""
-    if proxy is not None and proxy_problem(proxy) is not None:
-        # Now, on both backends (aiohttp would only refuse it at the first request); the URL
-        # is not shown: it may carry the proxy's credentials.
-        raise ConfigurationError(f"proxy: {proxy_problem(proxy)}.")
-    problem = base_url_problem(base)
-    if problem is not None:
-        raise ConfigurationError(f"base_url: {problem}.")
-    problem = header_problem((headers or {}).items())
-    if problem is not None:
-        raise ConfigurationError(f"headers: {problem}")  # named, never shown: values are credentials
-    if http2 and importlib.util.find_spec("h2") is None:
-        raise ConfigurationError("http2=True needs the 'h2' package: pip install 'fastapi-retry-http[http2]'.")
-    try:
-        return checked_timeout(timeout)
-    except ValueError as error:
-        raise ConfigurationError(f"{error}.") from None

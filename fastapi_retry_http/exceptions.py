@@ -21,6 +21,8 @@ Exception
     ├── UnsafeRedirectError       a redirect from https to http, refused
     └── httpx.TransportError
         ├── DeadlineExceeded      (httpx.TimeoutException) the policy's overall deadline passed
+        ├── AttemptTimeout        (httpx.ReadTimeout) one attempt took longer than attempt_timeout
+        ├── CircuitOpenError      the client's circuit breaker is open: nothing was sent
         └── ResponseTooLargeError the response body is over max_response_bytes
 ```
 """
@@ -30,6 +32,8 @@ from __future__ import annotations
 import httpx
 
 __all__ = [
+    "AttemptTimeout",
+    "CircuitOpenError",
     "ClientClosedError",
     "ConfigurationError",
     "DeadlineExceeded",
@@ -110,3 +114,30 @@ class UnsafeRedirectError(httpx.RequestError):
     Only raised with `follow_redirects=True`: the request and its credentials would cross
     the network in clear text.
     """
+
+
+class AttemptTimeout(httpx.ReadTimeout):
+    """
+    One attempt took longer than the policy's `attempt_timeout` and was cancelled.
+
+    A `ReadTimeout`, so it is retried where a read timeout would be (idempotent requests),
+    and code that handles httpx timeouts handles it too.
+    """
+
+
+class CircuitOpenError(httpx.TransportError):
+    """
+    The client's circuit breaker is open: the upstream failed too often, and nothing was sent.
+
+    Raised at once, without I/O, and never retried. A call that was already retrying when the
+    breaker opened returns its last response or raises its last error instead.
+
+    Attributes:
+        client: The client's name.
+        retry_after: Seconds until the breaker lets a probe through.
+    """
+
+    def __init__(self, message: str, *, client: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.client = client
+        self.retry_after = retry_after

@@ -29,14 +29,11 @@ from yarl import URL
 
 from ..exceptions import ClientClosedError
 from .aiohttp_errors import httpx_error, safe_cause
+from .aiohttp_session import SKIP_AUTO_HEADERS, Connector, Request, adds_headers
 from .aiohttp_upload import Upload, WriteTimedOut, upload
 
 __all__ = ["AiohttpTransport"]
 
-# aiohttp adds these unless told not to; httpx already set the ones it wants.
-_SKIP_AUTO_HEADERS: Final = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
-#: The methods aiohttp gives a `Content-Type` even without a body.
-_POST_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
 _CLOSED: Final = "The transport is closed; it cannot send requests any more."
 
 #: A body of at most this many bytes, declared by `Content-Length` and not content-coded, is
@@ -102,20 +99,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is None:
             limit = self._limits.max_connections
             idle = self._limits.max_keepalive_connections
-            connector = _Connector(
+            connector = Connector(
                 max_idle=idle,
                 limit=limit or 0,
                 limit_per_host=0,
                 force_close=idle == 0,
                 # aiohttp refuses a keep-alive timeout alongside force_close.
-                keepalive_timeout=None if idle == 0 else _seconds(self._limits.keepalive_expiry),
+                keepalive_timeout=None if idle == 0 else _keepalive(self._limits.keepalive_expiry),
                 ssl=self._ssl_context,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
-                request_class=_Request,
+                request_class=Request,
                 trust_env=False,
             )
             # aiohttp quietly re-sends an idempotent request once when a reused connection
@@ -163,7 +160,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                     request.method,
                     URL(str(request.url), encoded=True),
                     headers=headers,
-                    skip_auto_headers=_SKIP_AUTO_HEADERS if _adds_headers(request.method, headers, payload) else None,
+                    skip_auto_headers=SKIP_AUTO_HEADERS if adds_headers(request.method, headers, payload) else None,
                     data=payload,
                     allow_redirects=False,
                     proxy=self._proxy,
@@ -268,52 +265,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._session = None
 
 
-def _adds_headers(method: str, headers: CIMultiDict[str], payload: Upload | None) -> bool:
-    """
-    Whether aiohttp would add a header of its own: `Accept`, `Accept-Encoding` or `User-Agent`
-    when missing (httpx's client sets all three), `Content-Type` when missing from a body or
-    from a POST, PUT or PATCH. Only then is it told which to skip: telling it costs a merge
-    of header sets per request.
-    """
-    return not (
-        "Accept" in headers
-        and "Accept-Encoding" in headers
-        and "User-Agent" in headers
-        and ("Content-Type" in headers or (payload is None and method not in _POST_METHODS))
-    )
-
-
 def _seconds(value: float | None) -> float | None:
     # httpx spells "no limit" None; inf would overflow aiohttp's and asyncio's timers.
     return None if value is None or value == math.inf else value
 
 
-class _Connector(aiohttp.TCPConnector):
-    """aiohttp's connector, keeping at most `max_idle` idle connections, as httpcore does."""
-
-    def __init__(self, *, max_idle: int | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        # No cap to keep when the pool cannot hold more connections than it may keep idle.
-        limit = kwargs.get("limit") or 0
-        self._max_idle = None if max_idle is not None and 0 < limit <= max_idle else max_idle
-
-    def _release(self, key: Any, protocol: Any, *, should_close: bool = False) -> None:
-        # aiohttp has no public knob for this: its pool keeps every released connection
-        # (up to `limit`) until the keep-alive timeout. `_release` is where a connection goes
-        # back to the pool; one that would exceed the cap is closed instead.
-        if self._max_idle is not None and sum(map(len, self._conns.values())) >= self._max_idle:
-            should_close = True
-        super()._release(key, protocol, should_close=should_close)
-
-
-class _Request(aiohttp.ClientRequest):
-    """aiohttp's request, minus the framing headers httpx did not ask for."""
-
-    def update_body_from_data(self, body: Any, _stacklevel: int = 3) -> None:
-        # With no body aiohttp adds `Content-Length: 0` for DELETE and other methods that are
-        # not GET-like; httpx sets it itself where it wants it (POST, PUT, PATCH), and only there.
-        if body is not None:
-            super().update_body_from_data(body, _stacklevel)
+def _keepalive(value: float | None) -> float:
+    # httpx spells "idle connections never expire" None; aiohttp 3.14.0 compares with
+    # its keep-alive timeout, so None fails there: a day stands for "never".
+    seconds = _seconds(value)
+    return 24 * 3600.0 if seconds is None else seconds
 
 
 class _ResponseStream(httpx.AsyncByteStream):

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from .._defaults import DEFAULT_BUDGET, DEFAULT_LIMITS, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
+from .._resilience.breaker import CircuitBreaker
 from .._resilience.budget import RetryBudget
 from .._resilience.policy import RetryPolicy
 from .._safety.headers import header_problem
@@ -139,6 +140,8 @@ class ClientSettings(BaseModel):
             default (`aiohttp`).
         retry_budget: Caps retries at a share of recent requests
             ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `null` for no cap.
+        circuit_breaker: Stop sending while the upstream fails
+            ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); unset for none.
     """
 
     model_config = _FORBID
@@ -155,6 +158,7 @@ class ClientSettings(BaseModel):
     retry: RetryPolicy = RetryPolicy()
     backend: Literal["aiohttp", "httpx"] | None = None
     retry_budget: RetryBudget | None = DEFAULT_BUDGET
+    circuit_breaker: CircuitBreaker | None = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `Client` these settings stand for."""
@@ -171,4 +175,5 @@ class ClientSettings(BaseModel):
             "retry": self.retry,
             "backend": self.backend,
             "retry_budget": self.retry_budget,
+            "circuit_breaker": self.circuit_breaker,
         }

@@ -20,6 +20,7 @@ from starlette.routing import Host, Mount
 
 from .._client import Client
 from .._config.client import ClientSettings
+from .._resilience.events import Instrument
 from ..exceptions import ConfigurationError, LifespanNotRunError, UnknownClientError
 from .registry import ClientRegistry, clients, normalise_name
 
@@ -81,7 +82,10 @@ def _registry_of(connection: HTTPConnection) -> ClientRegistry:
 
 
 def clients_lifespan(
-    configs: Mapping[str, ClientSettings | Mapping[str, Any]], *, registry: ClientRegistry = clients
+    configs: Mapping[str, ClientSettings | Mapping[str, Any]],
+    *,
+    registry: ClientRegistry = clients,
+    instrumentation: Iterable[Instrument] = (),
 ) -> Lifespan:
     """
     A lifespan that builds the configured clients at startup and closes them at shutdown.
@@ -107,11 +111,14 @@ def clients_lifespan(
     Args:
         configs: Client name to its settings (`ClientSettings` or a plain mapping of them).
         registry: Where the clients are kept while the app runs.
+        instrumentation: Instruments given to every client (metrics, traces; see
+            [`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
 
     Raises:
         ConfigurationError: The settings of a client are invalid (naming the client and field).
     """
     settings = _validate(configs)
+    instruments = tuple(instrumentation)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
@@ -121,7 +128,7 @@ def clients_lifespan(
         published = False
         try:
             for name, config in settings.items():
-                registry.add(_build(name, config, registry))
+                registry.add(_build(name, config, registry, instruments))
                 built.append(name)
             if state is not None:
                 setattr(state, STATE_KEY, registry)
@@ -152,8 +159,8 @@ def _validate(configs: Mapping[str, ClientSettings | Mapping[str, Any]]) -> dict
     return settings
 
 
-def _build(name: str, config: ClientSettings, registry: ClientRegistry) -> Client:
-    overrides: dict[str, Any] = {}
+def _build(name: str, config: ClientSettings, registry: ClientRegistry, instruments: tuple[Instrument, ...]) -> Client:
+    overrides: dict[str, Any] = {"instrumentation": instruments} if instruments else {}
     if name in registry.transport_overrides:
         overrides["transport"] = registry.transport_overrides[name]
     try:

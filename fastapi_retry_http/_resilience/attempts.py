@@ -45,9 +45,12 @@ class Call:
 
 
 class Outcome:
-    """What one attempt gave: a response or an error, and whether it may be retried."""
+    """
+    What one attempt gave: a response or an error, and whether it may be retried; or nothing,
+    when it was cancelled (the caller went away, or another hedged attempt won).
+    """
 
-    __slots__ = ("duration", "error", "response", "retryable")
+    __slots__ = ("attempt", "cancelled", "duration", "error", "response", "retryable")
 
     def __init__(
         self,
@@ -56,15 +59,22 @@ class Outcome:
         error: Exception | None = None,
         retryable: bool = False,
         duration: float = 0.0,
+        cancelled: bool = False,
+        attempt: int = 0,
     ) -> None:
         self.response = response
         self.error = error
         self.retryable = retryable
         self.duration = duration
+        self.cancelled = cancelled
+        #: Which attempt of the call gave it (hedged attempts overlap).
+        self.attempt = attempt
 
     @property
     def reason(self) -> str:
         """The status code, or the error's class name: what log records and events show."""
+        if self.cancelled:
+            return "cancelled"
         if self.error is not None:
             return type(self.error).__name__
         assert self.response is not None

@@ -10,11 +10,11 @@ joins the pipeline without a change to the loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from .attempts import Call, Outcome
 
-__all__ = ["Gate", "Refusal"]
+__all__ = ["Gate", "Rechecking", "Refusal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,4 +39,12 @@ class Gate(Protocol):
         """Before attempt `call.attempt + 1`: `None` lets it go, a `Refusal` stops the call."""
 
     def record(self, call: Call, outcome: Outcome) -> None:
-        """After attempt `call.attempt`, with what it gave."""
+        """After attempt `call.attempt`, with what it gave (`outcome.cancelled` if it never ended)."""
+
+
+@runtime_checkable
+class Rechecking(Protocol):
+    """A gate whose answer can change during a backoff wait (the breaker may open meanwhile)."""
+
+    def ready(self, call: Call) -> Refusal | None:
+        """Right before a retry admitted earlier is sent: `None`, or a refusal that ends the call."""

@@ -27,13 +27,14 @@ import httpx
 
 from .. import _clock
 from .._safety.headers import header_problem
-from ..exceptions import ClientClosedError, DeadlineExceeded
-from . import engine
+from ..exceptions import CircuitOpenError, ClientClosedError, DeadlineExceeded
+from . import engine, hedging
 from .attempts import Call, Outcome, replayable
+from .breaker import BreakerGate, CircuitBreaker
 from .budget import BudgetGate, RetryBudget
 from .decisions import Decisions, event, final_kind
-from .events import Instrument, Instruments
-from .gates import Gate
+from .events import Instrument, Instruments, log_gave_up
+from .gates import Gate, Rechecking, Refusal
 from .policy import RetryPolicy
 from .send import Sender
 from .store import MemoryStore, StateStore
@@ -77,7 +78,9 @@ class RetryTransport(httpx.AsyncBaseTransport):
         random: Draws in [0, 1) for the jitter (default `random.random`).
         budget: Caps retries at a share of recent requests
             ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `None` for no cap.
-        store: Where the budget keeps its counts; this transport's own by default.
+        store: Where the budget and the breaker keep their counts; this transport's own by default.
+        circuit_breaker: Stop sending while the upstream fails most attempts
+            ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); `None` (the default) for none.
         gates: More gates, asked after the budget before every attempt.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt.
     """
@@ -94,6 +97,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
         random: Callable[[], float] = _random.random,
         budget: RetryBudget | None = DEFAULT_BUDGET,
         store: StateStore | None = None,
+        circuit_breaker: CircuitBreaker | None = None,
         gates: Iterable[Gate] = (),
         instrumentation: Iterable[Instrument] = (),
     ) -> None:
@@ -104,9 +108,17 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self._clock = clock
         self._random = random
         store = store if store is not None else MemoryStore()
-        budget_gate = () if budget is None else (BudgetGate(store.budget_counter(name, budget), clock),)
-        self._gates: tuple[Gate, ...] = (*budget_gate, *gates)
+        #: The circuit breaker's gate, when the client has one (its `status()` is for health checks).
+        self.breaker: BreakerGate | None = None
         self._instruments = Instruments(instrumentation)
+        if circuit_breaker is not None:
+            state = store.breaker_state(name, circuit_breaker)
+            self.breaker = BreakerGate(state, name, clock, random, self._instruments.emit_circuit)
+        budget_gate = () if budget is None else (BudgetGate(store.budget_counter(name, budget), clock),)
+        # The breaker first: a retry it refuses must not spend the budget.
+        self._gates: tuple[Gate, ...] = (*((self.breaker,) if self.breaker else ()), *budget_gate, *gates)
+        self._rechecking = tuple(gate for gate in self._gates if isinstance(gate, Rechecking))
+        self._scoped = self._instruments.scoped  # instruments told before each attempt (tracing)
         self._closed = False
         self._waits: set[asyncio.Future[None]] = set()
 
@@ -141,21 +153,27 @@ class RetryTransport(httpx.AsyncBaseTransport):
         deadline_at = None if policy.deadline is None else self._clock() + policy.deadline
         retries = policy.attempts > 1 and replayable(request.stream)
         call = Call(request, policy, self.name, deadline_at, retries)
-        for gate in self._gates:
-            refusal = gate.admit(call)
-            if refusal is not None and refusal.error is not None:
-                raise refusal.error
-        outcome = await self._attempt(call)
-        if not outcome.retryable:
-            self._final_event(call, outcome)
-            return outcome.unwrap()
-        decisions = Decisions(call, self._gates, self._instruments, self._clock, self._random)
-        outcome = await engine.retry(outcome, lambda: self._retry(call), decisions, self._wait)
-        if decisions.stopped is None:
-            self._final_event(call, outcome)
+        refusal = self._admit(call)
+        if refusal is not None and refusal.error is not None:
+            raise refusal.error
+        if policy.hedge_after is not None and retries and policy.may_resend(request):
+            outcome, stopped = await hedging.race(
+                call, lambda lost: self._attempt(call, lost), lambda: self._admit(call)
+            )
+            self._final_event(call, outcome, stopped)
+        else:
+            outcome = await self._attempt(call)
+            if not outcome.retryable:
+                self._final_event(call, outcome)
+                return outcome.unwrap()
+            decisions = Decisions(call, self._gates, self._instruments, self._clock, self._random)
+            outcome = await engine.retry(outcome, lambda: self._retry(call), decisions, self._wait)
+            stopped = decisions.stopped
+            if stopped is None:
+                self._final_event(call, outcome)
         if outcome.error is not None:
             # The original error, not wrapped; the note tells how far the retries got.
-            spent = " (retry budget spent)" if decisions.stopped == "budget" else ""
+            spent = " (retry budget spent)" if stopped == "budget" else ""
             outcome.error.add_note(
                 f"fastapi_retry_http: raised by attempt {call.attempt} of at most {policy.attempts}{spent}."
             )
@@ -164,40 +182,71 @@ class RetryTransport(httpx.AsyncBaseTransport):
         response.extensions[ATTEMPTS_EXTENSION] = call.attempt
         return response
 
-    async def _attempt(self, call: Call) -> Outcome:
+    async def _attempt(self, call: Call, lost: Callable[[], bool] | None = None) -> Outcome:
         """One attempt through the send, classify and record stages."""
         call.attempt += 1
+        number = call.attempt
         started = time.perf_counter() if self._instruments else 0.0
         request, policy = call.request, call.policy
+        scopes = self._instruments.start(request, number, call.client) if self._scoped else None
         try:
             response = await self._sender.send(call)
         except Exception as error:
             outcome = Outcome(error=error, retryable=call.retries and policy.retries_error(request, error))
-        except asyncio.CancelledError:
-            # Never retried, never wrapped; the instruments hear of it.
+            if isinstance(error, DeadlineExceeded):
+                # The deadline ended the call inside an attempt: a give-up, logged as the others are.
+                log_gave_up(call.client, request, number, policy.attempts, outcome.reason, "deadline")
+        except asyncio.CancelledError as gone:
+            # Never retried, never wrapped; the gates and the instruments hear of it.
+            if scopes is not None:
+                scopes.end(None, gone)
+            cancelled = Outcome(cancelled=True, attempt=number)
+            for gate in self._gates:
+                gate.record(call, cancelled)
             if self._instruments:
-                cancelled = Outcome(duration=time.perf_counter() - started)
-                self._instruments.emit(event(call, cancelled, "cancelled"))
+                cancelled.duration = time.perf_counter() - started
+                kind = "hedge_lost" if lost is not None and lost() else "cancelled"
+                self._instruments.emit(event(call, cancelled, kind))
             raise
         else:
             retryable = call.retries and policy.retries_status(request, response.status_code)
             outcome = Outcome(response=response, retryable=retryable)
+        outcome.attempt = number
         if self._instruments:
             outcome.duration = time.perf_counter() - started
+            if scopes is not None:
+                scopes.end(outcome.response, outcome.error)
         for gate in self._gates:
             gate.record(call, outcome)
         return outcome
 
-    def _final_event(self, call: Call, outcome: Outcome) -> None:
+    def _admit(self, call: Call) -> Refusal | None:
+        """Ask every gate whether another attempt of `call` may go."""
+        for gate in self._gates:
+            refusal = gate.admit(call)
+            if refusal is not None:
+                return refusal
+        return None
+
+    def _final_event(self, call: Call, outcome: Outcome, stopped: str | None = None) -> None:
         if not self._instruments:
             return
-        if isinstance(outcome.error, DeadlineExceeded):
+        if stopped is not None:
+            self._instruments.emit(event(call, outcome, "returned", reason=stopped))  # type: ignore[arg-type]
+        elif isinstance(outcome.error, DeadlineExceeded):
             self._instruments.emit(event(call, outcome, "returned", reason="deadline"))
+        elif isinstance(outcome.error, CircuitOpenError):
+            self._instruments.emit(event(call, outcome, "returned", reason="breaker"))
         else:
             self._instruments.emit(event(call, outcome, final_kind(call, outcome)))
 
     async def _retry(self, call: Call) -> Outcome:
         self._check_open()
+        for gate in self._rechecking:
+            refusal = gate.ready(call)
+            if refusal is not None and refusal.error is not None:
+                # The breaker opened during the wait: nothing more is sent.
+                return Outcome(error=refusal.error, attempt=call.attempt)
         return await self._attempt(call)
 
     def _check_open(self) -> None:

@@ -17,6 +17,8 @@ from typing import Final
 
 import httpx
 
+from .checks import first_problem, is_count, is_seconds
+
 __all__ = ["RetryPolicy"]
 
 #: Methods that may be sent again after the server may have seen them (RFC 9110, 9.2.2).
@@ -45,6 +47,10 @@ _DISCONNECT_MARKERS: Final = (
     "streamreset",
 )
 
+
+_AT_LEAST_1: Final = "must be a finite number of at least 1"
+_STATUS_CODES: Final = "must be HTTP status codes (100-599)"
+_OPTIONAL_SECONDS: Final = "must be a positive number of seconds, or None"
 
 # RFC 9110's obsolete asctime date ("Sun Nov  6 08:49:37 1994"): GMT, with no zone written.
 _ASCTIME: Final = re.compile(r"[A-Za-z]{3} [A-Za-z]{3} [ \d]\d \d\d:\d\d:\d\d \d{4}")
@@ -75,6 +81,15 @@ class RetryPolicy:
             ones, for example `{"POST"}` when the server deduplicates.
         retry_after_max: The longest `Retry-After` honoured, in seconds. A longer one ends the
             retries at once and the response is returned.
+        hedge_after: Hedging, off when `None`: a request that may be resent, still without a
+            response after this many seconds, gets another attempt in parallel, and so on up
+            to `attempts` in flight; the first acceptable response wins and the others are
+            cancelled. Hedges take from the retry budget. After the hedges, no retries.
+        attempt_timeout: Wall-clock seconds one attempt may take, connect to body read (for
+            calls that are not streamed); `None` for no cap. Past it the attempt is
+            cancelled and raises
+            [`AttemptTimeout`][fastapi_retry_http.exceptions.AttemptTimeout], retried like a
+            read timeout. Never more than what is left of `deadline`.
     """
 
     attempts: int = 3
@@ -86,6 +101,8 @@ class RetryPolicy:
     statuses: frozenset[int] = DEFAULT_STATUSES
     methods: frozenset[str] = frozenset()
     retry_after_max: float = 60.0
+    hedge_after: float | None = None
+    attempt_timeout: float | None = None
 
     def __post_init__(self) -> None:
         # Accept any iterable (lists from JSON or env) but keep frozensets, and compare
@@ -97,21 +114,26 @@ class RetryPolicy:
             raise ValueError(f"RetryPolicy.{problem}")
 
     def _problem(self) -> str | None:
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or self.attempts < 1:
-            return "attempts must be an integer of at least 1"
-        if self.deadline is not None and not (self.deadline > 0 and math.isfinite(self.deadline)):
-            return "deadline must be a positive number of seconds, or None"
-        for field in ("wait_initial", "wait_max", "retry_after_max"):
-            value = getattr(self, field)
-            if not (value >= 0 and math.isfinite(value)):
-                return f"{field} must be a finite number of seconds, zero or more"
-        if not (self.wait_exp_base >= 1 and math.isfinite(self.wait_exp_base)):
-            return "wait_exp_base must be a finite number of at least 1"
-        if any(not isinstance(s, int) or not 100 <= s <= 599 for s in self.statuses):
-            return "statuses must be HTTP status codes (100-599)"
-        if any(not m.isalpha() for m in self.methods):
-            return "methods must be HTTP method names"
-        return None
+        seconds = "must be a finite number of seconds, zero or more"
+        return first_problem(
+            [
+                ("attempts", is_count(self.attempts, 1), "must be an integer of at least 1"),
+                ("deadline", is_seconds(self.deadline, none=True), "must be a positive number of seconds, or None"),
+                ("wait_initial", is_seconds(self.wait_initial, zero=True), seconds),
+                ("wait_max", is_seconds(self.wait_max, zero=True), seconds),
+                ("retry_after_max", is_seconds(self.retry_after_max, zero=True), seconds),
+                ("wait_exp_base", self.wait_exp_base >= 1 and math.isfinite(self.wait_exp_base), _AT_LEAST_1),
+                ("statuses", all(is_count(s, 100) and s <= 599 for s in self.statuses), _STATUS_CODES),
+                ("methods", all(m.isalpha() for m in self.methods), "must be HTTP method names"),
+                ("hedge_after", is_seconds(self.hedge_after, zero=True, none=True), _OPTIONAL_SECONDS),
+                ("hedge_after", self.hedge_after is None or self.attempts > 1, "needs attempts of at least 2"),
+                ("attempt_timeout", is_seconds(self.attempt_timeout, none=True), _OPTIONAL_SECONDS),
+                ("attempt_timeout", not self._attempt_timeout_past_deadline(), "must not exceed the deadline"),
+            ]
+        )
+
+    def _attempt_timeout_past_deadline(self) -> bool:
+        return None not in (self.attempt_timeout, self.deadline) and self.attempt_timeout > self.deadline  # type: ignore[operator]
 
     def may_resend(self, request: httpx.Request) -> bool:
         """Whether `request` may be sent again after the server may have seen it."""

@@ -15,7 +15,7 @@ import httpx
 
 from .._backends.protocol import shield_of
 from .._safety.size_cap import limit_body
-from ..exceptions import DeadlineExceeded, ResponseTooLargeError
+from ..exceptions import AttemptTimeout, DeadlineExceeded, ResponseTooLargeError
 from .attempts import Call
 from .deadlines import Deadlines
 
@@ -56,20 +56,30 @@ class Sender:
         self._shield = shield_of(inner)
 
     async def send(self, call: Call) -> httpx.Response:
-        """One attempt of `call`, bounded by its deadline."""
+        """One attempt of `call`, bounded by its attempt timeout and by its deadline."""
         request = call.request
-        if call.deadline_at is None:
+        limit = call.policy.attempt_timeout
+        by_deadline = False
+        if call.deadline_at is not None:
+            remaining = call.deadline_at - self._clock()
+            if remaining <= 0:
+                raise DeadlineExceeded("The retry deadline passed before the attempt started.", request=request)
+            # An attempt timeout never outlasts what is left of the deadline.
+            by_deadline = limit is None or remaining <= limit
+            limit = remaining if by_deadline else limit
+        if limit is None:
             return await self._shielded(request)
-        remaining = call.deadline_at - self._clock()
-        if remaining <= 0:
-            raise DeadlineExceeded("The retry deadline passed before the attempt started.", request=request)
-        # A slow drip never trips httpx's per-read timeout; the deadline bounds the attempt.
-        task = self.deadlines.watch(remaining)
+        # A slow drip never trips httpx's per-read timeout; these bound the whole attempt.
+        task = self.deadlines.watch(limit)
         try:
             return await self._shielded(request)
         except asyncio.CancelledError:
             if task in self.deadlines.fired and task.uncancel() == 0:
-                raise DeadlineExceeded("The retry deadline passed during the attempt.", request=request) from None
+                if by_deadline:
+                    raise DeadlineExceeded("The retry deadline passed during the attempt.", request=request) from None
+                raise AttemptTimeout(
+                    f"The attempt took longer than attempt_timeout ({limit:g}s) and was cancelled.", request=request
+                ) from None
             raise
         finally:
             self.deadlines.unwatch(task)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .breaker import BreakerState, CircuitBreaker
 from .budget import BudgetCounter, RetryBudget
 
 __all__ = ["MemoryStore", "StateStore"]
@@ -21,6 +22,9 @@ class StateStore(Protocol):
     def budget_counter(self, client: str, budget: RetryBudget) -> BudgetCounter:
         """The request and retry counts of `client`'s retry budget."""
 
+    def breaker_state(self, client: str, breaker: CircuitBreaker) -> BreakerState:
+        """The counts and the break of `client`'s circuit breaker."""
+
 
 class MemoryStore:
     """
@@ -30,11 +34,12 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._budgets: dict[tuple[str, RetryBudget], BudgetCounter] = {}
+        self._breakers: dict[tuple[str, CircuitBreaker], BreakerState] = {}
 
     def budget_counter(self, client: str, budget: RetryBudget) -> BudgetCounter:
         """The counter of `client` for `budget`, made at the first ask."""
-        key = (client, budget)
-        counter = self._budgets.get(key)
-        if counter is None:
-            counter = self._budgets[key] = BudgetCounter(budget)
-        return counter
+        return self._budgets.setdefault((client, budget), BudgetCounter(budget))
+
+    def breaker_state(self, client: str, breaker: CircuitBreaker) -> BreakerState:
+        """The breaker state of `client` for `breaker`, made at the first ask."""
+        return self._breakers.setdefault((client, breaker), BreakerState(breaker))

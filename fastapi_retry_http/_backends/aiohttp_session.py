@@ -1,0 +1,64 @@
+"""
+The parts of the aiohttp session under `AiohttpTransport`: its connector, its request class,
+and when to tell aiohttp which headers of its own to leave out.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import aiohttp
+from multidict import CIMultiDict
+
+from .aiohttp_upload import Upload
+
+__all__ = ["SKIP_AUTO_HEADERS", "Connector", "Request", "adds_headers"]
+
+# aiohttp adds these unless told not to; httpx already set the ones it wants.
+SKIP_AUTO_HEADERS: Final = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
+#: The methods aiohttp gives a `Content-Type` even without a body.
+_POST_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+
+
+def adds_headers(method: str, headers: CIMultiDict[str], payload: Upload | None) -> bool:
+    """
+    Whether aiohttp would add a header of its own: `Accept`, `Accept-Encoding` or `User-Agent`
+    when missing (httpx's client sets all three), `Content-Type` when missing from a body or
+    from a POST, PUT or PATCH. Only then is it told which to skip: telling it costs a merge
+    of header sets per request.
+    """
+    return not (
+        "Accept" in headers
+        and "Accept-Encoding" in headers
+        and "User-Agent" in headers
+        and ("Content-Type" in headers or (payload is None and method not in _POST_METHODS))
+    )
+
+
+class Connector(aiohttp.TCPConnector):
+    """aiohttp's connector, keeping at most `max_idle` idle connections, as httpcore does."""
+
+    def __init__(self, *, max_idle: int | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # No cap to keep when the pool cannot hold more connections than it may keep idle.
+        limit = kwargs.get("limit") or 0
+        self._max_idle = None if max_idle is not None and 0 < limit <= max_idle else max_idle
+
+    def _release(self, key: Any, protocol: Any, *, should_close: bool = False) -> None:
+        # aiohttp has no public knob for this: its pool keeps every released connection
+        # (up to `limit`) until the keep-alive timeout. `_release` is where a connection goes
+        # back to the pool; one that would exceed the cap is closed instead.
+        if self._max_idle is not None and sum(map(len, self._conns.values())) >= self._max_idle:
+            should_close = True
+        super()._release(key, protocol, should_close=should_close)
+
+
+class Request(aiohttp.ClientRequest):
+    """aiohttp's request, minus the framing headers httpx did not ask for."""
+
+    def update_body_from_data(self, body: Any, *args: Any, **kwargs: Any) -> None:
+        # With no body aiohttp adds `Content-Length: 0` for DELETE and other methods that are
+        # not GET-like; httpx sets it itself where it wants it (POST, PUT, PATCH), and only there.
+        # (*args: the signature changed between aiohttp 3.11 and 3.12.)
+        if body is not None:
+            super().update_body_from_data(body, *args, **kwargs)

@@ -1,0 +1,75 @@
+"""
+Hedged requests: an idempotent request still unanswered after `hedge_after` gets another
+attempt in parallel, up to `attempts` in flight; the first acceptable outcome wins.
+
+As in gRPC's A6 and "The Tail at Scale": hedging replaces retrying for the call (no retries
+after the hedges), a retryable failure starts the next hedge at once, every hedge is
+admitted by the gates (the retry budget pays for it; none while the breaker is open), and
+the losers are cancelled and awaited, so their connections go back to the pool or are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from .attempts import Call, Outcome
+from .gates import Refusal
+from .send import discard
+
+__all__ = ["race"]
+
+Attempt = Callable[[Callable[[], bool]], Awaitable[Outcome]]
+
+
+async def race(call: Call, attempt: Attempt, admit: Callable[[], Refusal | None]) -> tuple[Outcome, str | None]:
+    """
+    Run hedged attempts of `call`: the winner (or the last failure), and why hedging stopped
+    early (a gate's refusal), if it did.
+
+    `attempt(lost)` runs one attempt; `lost()` tells it, once cancelled, whether it lost the
+    race (rather than the caller going away).
+    """
+    delay = call.policy.hedge_after
+    assert delay is not None
+    running: set[asyncio.Task[Outcome]] = set()
+    decided = False
+    stopped: str | None = None
+    last: Outcome | None = None
+
+    def launch() -> None:
+        running.add(asyncio.ensure_future(attempt(lambda: decided)))
+
+    launch()
+    launched = 1
+    try:
+        while running:
+            more = launched < call.policy.attempts and stopped is None
+            done, _ = await asyncio.wait(running, timeout=delay if more else None, return_when=asyncio.FIRST_COMPLETED)
+            running.difference_update(done)
+            winner = None
+            for task in done:
+                outcome = task.result()
+                if winner is None and not outcome.retryable:
+                    winner = outcome
+                    continue
+                if outcome.response is not None:
+                    await discard(outcome.response)
+                last = outcome
+            if winner is not None:
+                return winner, None
+            if more and (not done or not running):
+                # The delay passed with no answer, or every attempt failed: the next hedge.
+                refusal = admit()
+                if refusal is None:
+                    launch()
+                    launched += 1
+                else:
+                    stopped = refusal.reason
+        assert last is not None
+        return last, stopped
+    finally:
+        decided = True
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
