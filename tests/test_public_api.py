@@ -18,6 +18,7 @@ PUBLIC = {
     "ClientRegistry",
     "ClientSettings",
     "HttpClientsSettings",
+    "MemoryStore",
     "PoolLimits",
     "RetryBudget",
     "RetryPolicy",
