@@ -294,6 +294,8 @@ class RedisStore:
         try:
             for entry in list(self._clients.values()):
                 await self._sync(entry)
+            if not self._clients:  # nothing to flush yet: is Redis there at all?
+                await self._redis.ping()
         except Exception as error:
             if self.connected or not self._outage_logged:
                 logger.warning(
