@@ -197,6 +197,7 @@ class RedisStore:
         self._redis: Any = None
         self._script: Any = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         #: Whether the last flush reached Redis.
         self.connected = False
         self._outage_logged = False
@@ -232,6 +233,7 @@ class RedisStore:
         """Connect and start flushing in the background; never fails because of Redis."""
         if self._task is not None:
             return
+        self._stopping = asyncio.Event()
         try:
             self._redis = _redis.Redis.from_url(
                 self._url,
@@ -258,9 +260,11 @@ class RedisStore:
         task, self._task = self._task, None
         if task is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # No cancellation: a flush in flight ends (within its timeout) and the loop stops.
+        self._stopping.set()
+        await asyncio.wait({task}, timeout=5.0)
+        if not task.done():  # pragma: no cover - only if redis-py ignored its own timeout
+            task.cancel()
         if self._redis is not None:
             if self.connected:
                 await self.flush()
@@ -282,7 +286,11 @@ class RedisStore:
 
     async def _run(self) -> None:
         while self._redis is not None:
-            await asyncio.sleep(self.interval if self.connected else max(self.interval, OUTAGE_INTERVAL))
+            pause = self.interval if self.connected else max(self.interval, OUTAGE_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause)
+            if self._stopping.is_set():
+                return
             await self.flush()
 
     # -- one flush ----------------------------------------------------------------------------

@@ -334,6 +334,18 @@ class TestSettingsAndLifecycle:
         await store.aclose()
         assert not store.connected
 
+    async def test_closing_during_a_flush_never_hangs(self, redis_server: RedisServer) -> None:
+        """
+        The store stops its loop by a flag, not by cancelling it: redis-py can swallow a
+        cancellation that lands inside a command, and a cancelled loop then flushed forever.
+        """
+        for n in range(40):
+            store = RedisStore(redis_server.url, interval=0.005)
+            await store.start()
+            store.budget_counter("billing", RetryBudget())
+            await asyncio.sleep(0.001 * (n % 10))
+            await asyncio.wait_for(store.aclose(), 1.0)
+
     @pytest.mark.parametrize("field", ["interval", "timeout", "probe_lease"])
     def test_bad_numbers_are_refused(self, field: str) -> None:
         with pytest.raises(ValueError, match=field):
