@@ -342,11 +342,17 @@ class RedisStore:
         if breaker is None:
             args += [0, 0, 0, "", 0, 0, "", "0", 1, 1]
         else:
+            unpublished = breaker.closed_here, breaker.seen_open_until
             args += self._breaker_args(breaker)
         base = entry.base
         keys = [f"{base}:budget:{budget_ms * 10}", f"{base}:breaker:{args[3] * 10}"]
         keys += [f"{base}:open", f"{base}:tripped", f"{base}:probe"]
-        reply = await self._script(keys=keys, args=args)
+        try:
+            reply = await self._script(keys=keys, args=args)
+        except BaseException:
+            if breaker is not None:  # what this flush was to publish is published by the next one
+                breaker.closed_here, breaker.seen_open_until = unpublished
+            raise
         req, ret, att, fail, open_ms, streak, granted, probe_ms = (int(x) for x in reply)
         if budget is not None:
             budget.fleet = (req, ret)
