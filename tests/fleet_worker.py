@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from fastapi_retry_http import Client, MemoryStore, RetryBudget, RetryPolicy
 from fastapi_retry_http._resilience.store import StateStore
@@ -20,6 +21,11 @@ def run(
     """Make `calls` calls (one every `pace` seconds) to `upstream`/fail; the number made."""
     set_no_sleep(True)  # the budget is the subject, not the backoff
     return asyncio.run(_run(upstream, redis_url, prefix, calls, pace, RetryBudget(*budget)))
+
+
+def report(results: Any, *args: Any) -> None:
+    """`run(*args)`, its result put on the `results` queue (one OS process per worker)."""
+    results.put(run(*args))
 
 
 async def _run(upstream: str, redis_url: str | None, prefix: str, calls: int, pace: float, budget: RetryBudget) -> int:

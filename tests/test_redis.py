@@ -294,10 +294,18 @@ def test_several_processes_share_one_budget(redis_server: RedisServer, upstream:
     upstream.script("/fail", *[503] * 2000)
     prefix = f"procs-{uuid.uuid4().hex[:8]}"
     context = multiprocessing.get_context("spawn")
-    with context.Pool(processes) as pool:
-        args = (upstream.url, redis_server.url, prefix, calls, pace, (ratio, floor, 10.0))
-        made = pool.starmap_async(fleet_worker.run, [args] * processes).get(timeout=60)
-    requests = sum(made)
+    results = context.Queue()
+    args = (results, upstream.url, redis_server.url, prefix, calls, pace, (ratio, floor, 10.0))
+    workers = [context.Process(target=fleet_worker.report, args=args, daemon=True) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    try:
+        requests = sum(results.get(timeout=60) for _ in workers)
+    finally:
+        for worker in workers:
+            worker.join(10)
+            if worker.is_alive():
+                worker.kill()
     retries = upstream.hits["/fail"] - requests
     assert requests == processes * calls
     # One flush interval (0.1 s = 10 calls at this pace, 2 retries each) per other process.
