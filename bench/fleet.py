@@ -9,7 +9,8 @@ Fleet state, measured: `MemoryStore` against `RedisStore`, with a real redis-ser
    budgets (`MemoryStore`) against one shared budget (`RedisStore`).
 3. Breakers: N processes calling an upstream that turns to all-503 at a known instant, each
    with the default `CircuitBreaker`: seconds until the last process stops sending, and the
-   requests the upstream took meanwhile, per-process against shared breakers.
+   requests the upstream took meanwhile, per-process against shared breakers. The processes
+   start together: the upstream fails once every one of them is ready.
 
 Bounded: about 2 minutes with the defaults. Run it with
 `uv run --group bench python -m bench.fleet` (needs redis-server: `apt-get install redis-server`).
@@ -136,11 +137,11 @@ def budget_worker(upstream: str, redis_url: str | None, prefix: str, worker: int
 
 
 def breaker_worker(
-    upstream: str, redis_url: str | None, prefix: str, worker: int, rate: float, start: float, until: float
+    upstream: str, redis_url: str | None, prefix: str, worker: int, rate: float, seconds: float, ready: Any, go: Any
 ) -> int:
     """
-    Call the upstream `rate` times a second from `start` to `until` (epoch seconds); the calls
-    made. The default breaker, but a 30 s break: no probe falls inside the run.
+    Once every process is ready (`go`), call the upstream `rate` times a second for `seconds`;
+    the calls made. The default breaker, but a 30 s break: no probe falls inside the run.
     """
     from fastapi_retry_http import CircuitBreaker, Client, RetryPolicy
 
@@ -152,9 +153,10 @@ def breaker_worker(
             Client(upstream, name="billing", retry=RetryPolicy(attempts=1), circuit_breaker=breaker, store=store) as c,
         ):
             c.headers["x-worker"] = str(worker)
-            await asyncio.sleep(max(0.0, start - time.time()))
+            ready.put(worker)
+            await asyncio.to_thread(go.wait, 120)
             started, n = time.monotonic(), 0
-            while time.time() < until:
+            while time.monotonic() - started < seconds:
                 await asyncio.sleep(max(0.0, started + n / rate - time.monotonic()))
                 n += 1
                 with contextlib.suppress(Exception):  # CircuitOpenError
@@ -167,14 +169,19 @@ def breaker_worker(
 # -- the measurements --------------------------------------------------------------------------
 
 
-def in_processes(target: Any, args: list[tuple[Any, ...]], timeout: float = 120.0) -> list[Any]:
-    """Run `target(*a)` for each `a` in a process of its own (not a pool: one each, at once)."""
+def in_processes(target: Any, args: list[tuple[Any, ...]], started: Any = None, timeout: float = 120.0) -> list[Any]:
+    """
+    Run `target(*a)` for each `a` in a process of its own (not a pool: one each, at once);
+    `started()`, if given, runs once they are all started.
+    """
     ctx = multiprocessing.get_context("spawn")
     results: Any = ctx.Queue()
     processes = [ctx.Process(target=_report, args=(results, target, a), daemon=True) for a in args]
     for process in processes:
         process.start()
     try:
+        if started is not None:
+            started()
         return [results.get(timeout=timeout) for _ in processes]
     finally:
         for process in processes:
@@ -197,16 +204,24 @@ def fleet_budget(redis_url: str, processes: int, shared: bool, rate: float, seco
 
 
 def fleet_breaker(redis_url: str, processes: int, shared: bool, rate: float, seconds: float) -> dict[str, float]:
+    ctx = multiprocessing.get_context("spawn")
+    ready, go = ctx.Queue(), ctx.Event()
     with Upstream() as upstream:
-        # Every process starts (imports, connects) first; all begin calling as the upstream fails.
-        fail_at = time.time() + 3.0
-        upstream.fail_at = fail_at
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         args = [
-            (upstream.url, redis_url if shared else None, prefix, w, rate, fail_at, fail_at + seconds)
-            for w in range(processes)
+            (upstream.url, redis_url if shared else None, prefix, w, rate, seconds, ready, go) for w in range(processes)
         ]
-        in_processes(breaker_worker, args)
+
+        def fail_when_all_ready() -> None:
+            for _ in range(processes):
+                ready.get(timeout=120)
+            # Every process has started, imported and connected: the upstream fails now, and
+            # all of them start calling now.
+            upstream.fail_at = time.time()
+            go.set()
+
+        in_processes(breaker_worker, args, fail_when_all_ready)
+        fail_at = upstream.fail_at
         after = [(t, w) for t, w in upstream.hits if t >= fail_at]
     last = {w: t - fail_at for t, w in after}
     return {

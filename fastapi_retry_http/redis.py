@@ -429,6 +429,11 @@ class RedisStore:
         elif state.open_until != -math.inf and state.open_until == state.seen_open_until:
             # The break here came from (or went to) the fleet, and the fleet has closed since.
             state.close_from_fleet()
+            logger.info(
+                "%s: circuit breaker closed by another process's probe.",
+                client,
+                extra={"client": client, "circuit_state": "closed"},
+            )
 
 
 def _bucket_ms(window: float) -> int:
