@@ -17,7 +17,7 @@ from ._fastapi.lifespan import clients_lifespan, get_client
 from ._fastapi.registry import ClientRegistry, clients
 from ._resilience.breaker import CircuitBreaker, CircuitStatus
 from ._resilience.budget import RetryBudget
-from ._resilience.events import AttemptEvent
+from ._resilience.events import AttemptEvent, CircuitEvent
 from ._resilience.pipeline import RetryTransport
 from ._resilience.policy import RetryPolicy
 from ._resilience.store import MemoryStore
@@ -25,6 +25,7 @@ from ._resilience.store import MemoryStore
 __all__ = [
     "AttemptEvent",
     "CircuitBreaker",
+    "CircuitEvent",
     "CircuitStatus",
     "Client",
     "ClientRegistry",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import ssl
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -12,6 +11,7 @@ from typing import Any, Protocol, Self, Unpack
 
 import httpx
 
+from ._arguments import checked_arguments, checked_timeout
 from ._backends import BackendName, default_transport
 from ._defaults import DEFAULT_BUDGET, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, MAX_REDIRECTS
 from ._methods import HttpMethods
@@ -26,8 +26,7 @@ from ._safety.headers import header_problem
 from ._safety.redact import install_httpx_log_redactor
 from ._safety.redirects import guard_redirect, remember_origin
 from ._safety.size_cap import ACCEPT_ENCODING
-from ._safety.urls import base_url_problem, check_path, proxy_problem
-from ._timeouts import checked_timeout
+from ._safety.urls import check_path
 from ._types import (
     USE_CLIENT_DEFAULT,
     BodyOptions,
@@ -130,7 +129,7 @@ class Client(HttpMethods):
         base = httpx.URL(base_url)
         self.name = name if name is not None else (base.host or "client")
         try:
-            timeout = _checked(base, headers, timeout, http2, proxy)
+            timeout = checked_arguments(base, headers, timeout, http2, proxy)
             if transport is None:
                 transport = default_transport(backend=backend, verify=verify, http2=http2, limits=limits, proxy=proxy)
         except ValueError as error:  # ConfigurationError is one too
@@ -316,29 +315,3 @@ class Client(HttpMethods):
         if self.httpx.follow_redirects:
             remember_origin(request, private=[*self.httpx.headers.keys(), *(headers or {}).keys()])
         return request
-
-
-def _checked(
-    base: httpx.URL,
-    headers: Mapping[str, str] | None,
-    timeout: float | httpx.Timeout | None,
-    http2: bool,
-    proxy: str | httpx.URL | None,
-) -> httpx.Timeout:
-    """Refuse what would fail or leak later; the timeout as both backends will read it."""
-    if proxy is not None and proxy_problem(proxy) is not None:
-        # Now, on both backends (aiohttp would only refuse it at the first request); the URL
-        # is not shown: it may carry the proxy's credentials.
-        raise ConfigurationError(f"proxy: {proxy_problem(proxy)}.")
-    problem = base_url_problem(base)
-    if problem is not None:
-        raise ConfigurationError(f"base_url: {problem}.")
-    problem = header_problem((headers or {}).items())
-    if problem is not None:
-        raise ConfigurationError(f"headers: {problem}")  # named, never shown: values are credentials
-    if http2 and importlib.util.find_spec("h2") is None:
-        raise ConfigurationError("http2=True needs the 'h2' package: pip install 'fastapi-retry-http[http2]'.")
-    try:
-        return checked_timeout(timeout)
-    except ValueError as error:
-        raise ConfigurationError(f"{error}.") from None

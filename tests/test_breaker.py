@@ -58,7 +58,7 @@ class TestOpening:
         assert isinstance(caught.value, httpx.TransportError)
         warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
         assert len(warnings) == 1
-        assert warnings[0].startswith("billing: circuit breaker opened")
+        assert warnings[0].startswith("billing: circuit closed -> open; a probe in ")
 
     async def test_other_4xx_never_count(self, upstream: Upstream) -> None:
         async with breaker_client(upstream) as c:
@@ -119,7 +119,9 @@ class TestProbing:
             assert c.circuit is not None
             assert (c.circuit.state, c.circuit.attempts) == ("closed", 0)
             assert (await c.get("/after")).status_code == 200
-        assert any(r.getMessage() == "billing: circuit breaker closed; the probe succeeded." for r in caplog.records)
+        messages = [r.getMessage() for r in caplog.records]
+        assert "billing: circuit open -> half_open" in messages
+        assert "billing: circuit half_open -> closed" in messages
 
     async def test_calls_during_the_probe_fail_fast(self, upstream: Upstream) -> None:
         gate = asyncio.Event()
@@ -222,3 +224,34 @@ class TestConfiguration:
         monkeypatch.setenv("HTTP_CLIENTS__BILLING__CIRCUIT_BREAKER__FAILURE_RATIO", "0.3")
         breaker = HttpClientsSettings().http_clients["billing"].circuit_breaker
         assert breaker == CircuitBreaker(failure_ratio=0.3)
+
+
+async def test_every_state_change_reaches_the_instruments(upstream: Upstream) -> None:
+    from fastapi_retry_http import AttemptEvent, CircuitEvent
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.changes: list[tuple[str, str]] = []
+            self.refused: list[str | None] = []
+
+        def on_attempt(self, event: AttemptEvent) -> None:
+            self.refused.append(event.reason)
+
+        def on_circuit(self, event: CircuitEvent) -> None:
+            self.changes.append((event.previous, event.state))
+
+    recorder = Recorder()
+    async with Client(upstream.url, retry=ONCE, circuit_breaker=BREAKER, instrumentation=[recorder]) as c:
+        await open_it(c, upstream)
+        later(5)
+        upstream.script("/probe", 503)
+        await c.get("/probe")
+        later(10)
+        await c.get("/probe")
+    assert recorder.changes == [
+        ("closed", "open"),
+        ("open", "half_open"),
+        ("half_open", "open"),
+        ("open", "half_open"),
+        ("half_open", "closed"),
+    ]

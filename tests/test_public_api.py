@@ -8,12 +8,13 @@ import types
 import pytest
 
 import fastapi_retry_http
-from fastapi_retry_http import exceptions, testing
+from fastapi_retry_http import exceptions, otel, prometheus, testing
 
 PUBLIC = {
     "AttemptEvent",
     "CircuitBreaker",
     "CircuitStatus",
+    "CircuitEvent",
     "Client",
     "ClientRegistry",
     "ClientSettings",
@@ -30,21 +31,28 @@ PUBLIC = {
     "get_client",
     "testing",
 }
-#: Public modules for optional extras: never imported by the package, but an attribute of it
-#: once a test (or an app) imports them.
-EXTRA_MODULES = {"redis"}
+
+
+#: Public modules of the optional extras: never imported by the package, so not in `__all__`;
+#: they show as attributes once a test (or an app) has imported them.
+EXTRAS = {"otel", "prometheus", "redis"}
 
 
 def test_all_lists_exactly_the_public_names() -> None:
     assert set(fastapi_retry_http.__all__) == PUBLIC
     public_attributes = {name for name in vars(fastapi_retry_http) if not name.startswith("_")} - {"annotations"}
     # Submodules imported by the package appear as attributes too; only the public ones may.
-    assert {n for n in public_attributes if n not in PUBLIC | EXTRA_MODULES} == set()
+    assert {n for n in public_attributes if n not in PUBLIC | EXTRAS} == set()
 
 
 @pytest.mark.parametrize(
     ("module", "name"),
-    [(m, n) for m in (fastapi_retry_http, exceptions, testing) for n in m.__all__ if n != "__version__"],
+    [
+        (m, n)
+        for m in (fastapi_retry_http, exceptions, testing, otel, prometheus)
+        for n in m.__all__
+        if n != "__version__"
+    ],
 )
 def test_every_public_name_has_a_docstring(module: types.ModuleType, name: str) -> None:
     value = getattr(module, name)

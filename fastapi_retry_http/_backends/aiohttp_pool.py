@@ -92,7 +92,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 limit_per_host=0,
                 force_close=idle == 0,
                 # aiohttp refuses a keep-alive timeout alongside force_close.
-                keepalive_timeout=None if idle == 0 else _seconds(self._limits.keepalive_expiry),
+                keepalive_timeout=None if idle == 0 else _keepalive(self._limits.keepalive_expiry),
                 ssl=self._ssl_context,
             )
             self._session = aiohttp.ClientSession(
@@ -210,6 +210,13 @@ def _seconds(value: float | None) -> float | None:
     return None if value is None or value == math.inf else value
 
 
+def _keepalive(value: float | None) -> float:
+    # httpx spells "idle connections never expire" None; aiohttp 3.14.0 compares with
+    # its keep-alive timeout, so None fails there: a day stands for "never".
+    seconds = _seconds(value)
+    return 24 * 3600.0 if seconds is None else seconds
+
+
 class _Connector(aiohttp.TCPConnector):
     """aiohttp's connector, keeping at most `max_idle` idle connections, as httpcore does."""
 
@@ -229,11 +236,12 @@ class _Connector(aiohttp.TCPConnector):
 class _Request(aiohttp.ClientRequest):
     """aiohttp's request, minus the framing headers httpx did not ask for."""
 
-    def update_body_from_data(self, body: Any, _stacklevel: int = 3) -> None:
+    def update_body_from_data(self, body: Any, *args: Any, **kwargs: Any) -> None:
         # With no body aiohttp adds `Content-Length: 0` for DELETE and other methods that are
         # not GET-like; httpx sets it itself where it wants it (POST, PUT, PATCH), and only there.
+        # (*args: the signature changed between aiohttp 3.11 and 3.12.)
         if body is not None:
-            super().update_body_from_data(body, _stacklevel)
+            super().update_body_from_data(body, *args, **kwargs)
 
 
 class _ResponseStream(httpx.AsyncByteStream):

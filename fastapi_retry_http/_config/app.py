@@ -102,7 +102,10 @@ class _ValueHidingSource(PydanticBaseSettingsSource):
     """
 
     def __init__(self, inner: PydanticBaseSettingsSource) -> None:
-        super().__init__(inner.settings_cls, inner._init_state)
+        super().__init__(inner.settings_cls)
+        # pydantic-settings 2.10+ keeps per-build state on each source: share the inner one's.
+        if hasattr(inner, "_init_state"):
+            self._init_state = inner._init_state
         self._inner = inner
         # pydantic-settings keys each source's values by this name: keep the inner one's.
         self.__name__ = getattr(inner, "__name__", type(inner).__name__)

@@ -20,6 +20,7 @@ from starlette.routing import Host, Mount
 
 from .._client import Client
 from .._config.client import ClientSettings
+from .._resilience.events import Instrument
 from .._resilience.store import StateStore
 from ..exceptions import ConfigurationError, LifespanNotRunError, UnknownClientError
 from .registry import ClientRegistry, clients, normalise_name
@@ -85,6 +86,7 @@ def clients_lifespan(
     configs: Mapping[str, ClientSettings | Mapping[str, Any]],
     *,
     registry: ClientRegistry = clients,
+    instrumentation: Iterable[Instrument] = (),
     store: StateStore | None = None,
 ) -> Lifespan:
     """
@@ -111,6 +113,8 @@ def clients_lifespan(
     Args:
         configs: Client name to its settings (`ClientSettings` or a plain mapping of them).
         registry: Where the clients are kept while the app runs.
+        instrumentation: Instruments given to every client (metrics, traces; see
+            [`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
         store: Where every client keeps its budget and breaker state, e.g. a
             `fastapi_retry_http.redis.RedisStore` shared by the fleet; started here (an
             unreachable Redis is a WARNING, never a failed startup) and closed at shutdown.
@@ -120,6 +124,7 @@ def clients_lifespan(
         ConfigurationError: The settings of a client are invalid (naming the client and field).
     """
     settings = _validate(configs)
+    instruments = tuple(instrumentation)
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
@@ -131,7 +136,7 @@ def clients_lifespan(
             await store.start()
         try:
             for name, config in settings.items():
-                registry.add(_build(name, config, registry, store))
+                registry.add(_build(name, config, registry, instruments, store))
                 built.append(name)
             if state is not None:
                 setattr(state, STATE_KEY, registry)
@@ -166,8 +171,16 @@ def _validate(configs: Mapping[str, ClientSettings | Mapping[str, Any]]) -> dict
     return settings
 
 
-def _build(name: str, config: ClientSettings, registry: ClientRegistry, store: StateStore | None) -> Client:
-    overrides: dict[str, Any] = {} if store is None else {"store": store}
+def _build(
+    name: str,
+    config: ClientSettings,
+    registry: ClientRegistry,
+    instruments: tuple[Instrument, ...],
+    store: StateStore | None,
+) -> Client:
+    overrides: dict[str, Any] = {"instrumentation": instruments} if instruments else {}
+    if store is not None:
+        overrides["store"] = store
     if name in registry.transport_overrides:
         overrides["transport"] = registry.transport_overrides[name]
     try:

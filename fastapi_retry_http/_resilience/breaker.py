@@ -10,23 +10,20 @@ one worker (shared/RESILIENCE.md §1.6).
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
 
 from ..exceptions import CircuitOpenError, DeadlineExceeded
 from .attempts import Call, Outcome
 from .checks import first_problem, is_count, is_ratio, is_seconds
+from .events import CircuitEvent, CircuitState
 from .gates import Refusal
 from .policy import error_phase
 
 __all__ = ["BreakerGate", "BreakerState", "CircuitBreaker", "CircuitStatus", "is_failure"]
 
-logger: Final = logging.getLogger("fastapi_retry_http")
-
-State = Literal["closed", "open", "half_open"]
 
 #: Statuses that count as a failure of the upstream (besides transport errors).
 FAILURE_STATUSES: Final = frozenset({408, 429})
@@ -91,7 +88,7 @@ class CircuitStatus:
         retry_after: Seconds until a probe is let through (0 unless open).
     """
 
-    state: State
+    state: CircuitState
     failure_ratio: float
     attempts: int
     retry_after: float
@@ -162,12 +159,19 @@ class BreakerGate:
     """The breaker as a gate: refuses attempts while open, counts every attempt's outcome."""
 
     def __init__(
-        self, state: BreakerState, client: str, clock: Callable[[], float], random: Callable[[], float]
+        self,
+        state: BreakerState,
+        client: str,
+        clock: Callable[[], float],
+        random: Callable[[], float],
+        changed: Callable[[CircuitEvent], None],
     ) -> None:
         self.state = state
         self._client = client
         self._clock = clock
         self._random = random
+        #: Told of every state change (the instruments' stream, which also logs it).
+        self._changed = changed
         self._probe: Call | None = None
 
     def admit(self, call: Call) -> Refusal | None:
@@ -179,6 +183,7 @@ class BreakerGate:
             return self._refusal(max(0.0, state.open_until - now))
         state.probing = True  # the break is over: this attempt is the probe
         self._probe = call
+        self._changed(CircuitEvent(self._client, "half_open", "open"))
         return None
 
     def ready(self, call: Call) -> Refusal | None:
@@ -199,7 +204,7 @@ class BreakerGate:
             self._probe = None
             state.probing = False
             if failed:
-                self._open(now)
+                self._open(now, "half_open")
             else:
                 self._close()
             return
@@ -207,7 +212,7 @@ class BreakerGate:
         config = state.config
         closed = state.open_until == -math.inf and not state.probing
         if closed and attempts >= config.minimum_throughput and failures >= config.failure_ratio * attempts:
-            self._open(now)
+            self._open(now, "closed")
 
     def status(self) -> CircuitStatus:
         """The state now, for health checks."""
@@ -220,27 +225,18 @@ class BreakerGate:
             return CircuitStatus("closed", ratio, attempts, 0.0)
         return CircuitStatus("open", ratio, attempts, max(0.0, state.open_until - now))
 
-    def _open(self, now: float) -> None:
+    def _open(self, now: float, previous: CircuitState) -> None:
         state = self.state
         state.opened += 1
         pause = state.config.break_for(state.opened, self._random())
         state.open_until = now + pause
-        logger.warning(
-            "%s: circuit breaker opened; no requests are sent for %.1fs.",
-            self._client,
-            pause,
-            extra={"client": self._client, "circuit_state": "open", "break_duration": pause},
-        )
+        self._changed(CircuitEvent(self._client, "open", previous, retry_after=pause))
 
     def _close(self) -> None:
         state = self.state
         state.open_until, state.opened = -math.inf, 0
         state.reset()
-        logger.info(
-            "%s: circuit breaker closed; the probe succeeded.",
-            self._client,
-            extra={"client": self._client, "circuit_state": "closed"},
-        )
+        self._changed(CircuitEvent(self._client, "closed", "half_open"))
 
     def _refusal(self, retry_after: float) -> Refusal:
         message = f"Client {self._client!r}: the circuit breaker is open; retry in {retry_after:.1f}s."

@@ -13,7 +13,7 @@ import httpx
 
 from .._safety.redact import url_without_query
 from .attempts import Call, Outcome
-from .events import AttemptEvent, Instruments, StopReason, log_retry
+from .events import AttemptEvent, Instruments, StopReason, log_gave_up, log_retry
 from .gates import Gate
 from .policy import RETRY_AFTER_STATUSES, parse_retry_after
 from .send import discard
@@ -85,10 +85,12 @@ class Decisions:
             self._instruments.emit(event(call, outcome, "retry", wait=wait))
 
     def gave_up(self, outcome: Outcome, reason: str) -> None:
-        """Remember why, and tell the instruments."""
-        self.stopped = reason  # type: ignore[assignment]
+        """Remember why, log it, and tell the instruments."""
+        self.stopped = stopped = reason  # type: ignore[assignment]
+        call = self._call
+        log_gave_up(call.client, call.request, call.attempt, call.policy.attempts, outcome.reason, stopped)  # type: ignore[arg-type]
         if self._instruments:
-            self._instruments.emit(event(self._call, outcome, "returned", reason=self.stopped))
+            self._instruments.emit(event(call, outcome, "returned", reason=self.stopped))
 
 
 def event(

@@ -4,6 +4,11 @@ The event seam: what happened to each attempt, for instruments (metrics, traces)
 One `AttemptEvent` per attempt, delivered once its fate is known: retried (with the wait),
 or final (and why the call stopped there). Nothing is built when a client has no instrument:
 the success path pays nothing for the seam.
+
+Two optional hooks join the same stream: `start_attempt(request, attempt, client)` (before an
+attempt is sent: what a tracer needs to start a span and send its `traceparent`), whose scope
+is ended with the attempt's response or error; and `on_circuit(event)`, a breaker's state
+change (`CircuitEvent`). An instrument without them is never asked.
 """
 
 from __future__ import annotations
@@ -11,18 +16,29 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, Literal, Protocol
+from typing import Final, Literal, Protocol, runtime_checkable
 
 import httpx
 
 from .._safety.redact import url_without_query
 
-__all__ = ["AttemptEvent", "Instrument", "Instruments", "log_retry"]
+__all__ = [
+    "AttemptEvent",
+    "AttemptScope",
+    "CircuitEvent",
+    "CircuitInstrument",
+    "Instrument",
+    "Instruments",
+    "ScopedInstrument",
+    "log_gave_up",
+    "log_retry",
+]
 
 logger: Final = logging.getLogger("fastapi_retry_http")
 
 Outcome = Literal["success", "retry", "returned", "failed", "cancelled", "hedge_lost"]
 StopReason = Literal["attempts", "deadline", "budget", "breaker", "retry_after"]
+CircuitState = Literal["closed", "open", "half_open"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +75,28 @@ class AttemptEvent:
     reason: StopReason | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CircuitEvent:
+    """
+    A circuit breaker changed state: the sibling of `AttemptEvent` in the same stream.
+
+    Attempts the breaker refuses show in `AttemptEvent`s (`reason="breaker"`); this event
+    says when it opened, let a probe through, or closed again.
+
+    Attributes:
+        client: The client's name.
+        state: The new state: `"open"` (no attempt is sent), `"half_open"` (one probe
+            is let through) or `"closed"`.
+        previous: The state before.
+        retry_after: For `"open"`: seconds until a probe is allowed; otherwise `None`.
+    """
+
+    client: str
+    state: CircuitState
+    previous: CircuitState
+    retry_after: float | None = None
+
+
 class Instrument(Protocol):
     """Anything with `on_attempt(event)`: metrics, traces, a test's recorder."""
 
@@ -66,14 +104,49 @@ class Instrument(Protocol):
         """Called once per attempt, after its fate is known. Must not block."""
 
 
+class AttemptScope(Protocol):
+    """What `start_attempt` returns: ended once, when the attempt has its response or error."""
+
+    def end(self, response: httpx.Response | None, error: BaseException | None) -> None:
+        """
+        The attempt is over: `response` (its body read, unless streamed), or `error` (an
+        `asyncio.CancelledError` when the caller went away). Must not block.
+        """
+
+
+@runtime_checkable
+class ScopedInstrument(Instrument, Protocol):
+    """An instrument that also hears of each attempt before it is sent (tracing)."""
+
+    def start_attempt(self, request: httpx.Request, attempt: int, client: str) -> AttemptScope | None:
+        """
+        Attempt `attempt` (1-based) of `request` is about to be sent; it may still change
+        `request.headers` (a `traceparent`: the same request object goes out on every attempt,
+        so set the header, never append). Returns a scope to end, or `None`.
+        """
+
+
+@runtime_checkable
+class CircuitInstrument(Instrument, Protocol):
+    """An instrument that also hears of circuit breaker state changes."""
+
+    def on_circuit(self, event: CircuitEvent) -> None:
+        """Called on every state change of a breaker. Must not block."""
+
+
 class Instruments:
     """The instruments of one client. One that raises is logged once and never breaks a request."""
 
-    __slots__ = ("_broken", "_instruments")
+    __slots__ = ("_broken", "_circuit", "_instruments", "_scoped", "scoped")
 
     def __init__(self, instruments: Iterable[Instrument]) -> None:
         self._instruments = tuple(instruments)
         self._broken: set[int] = set()
+        # Decided once here: the request path asks a bool, never the instruments.
+        self._scoped = tuple(i for i in self._instruments if callable(getattr(i, "start_attempt", None)))
+        self._circuit = tuple(i for i in self._instruments if callable(getattr(i, "on_circuit", None)))
+        #: Whether any instrument wants to hear of attempts before they are sent.
+        self.scoped = bool(self._scoped)
 
     def __bool__(self) -> bool:
         return bool(self._instruments)
@@ -84,28 +157,106 @@ class Instruments:
             try:
                 instrument.on_attempt(event)
             except Exception:
-                if id(instrument) not in self._broken:
-                    self._broken.add(id(instrument))
-                    logger.exception(
-                        "%s: instrument %s raised; its later errors are not logged.",
-                        event.client,
-                        type(instrument).__name__,
-                        extra={"client": event.client},
-                    )
+                self._raised(instrument, event.client)
+
+    def start(self, request: httpx.Request, attempt: int, client: str) -> Scopes:
+        """Tell the instruments with `start_attempt` that an attempt is about to be sent."""
+        scopes: list[tuple[object, AttemptScope]] = []
+        for instrument in self._scoped:
+            try:
+                scope = instrument.start_attempt(request, attempt, client)  # type: ignore[attr-defined]
+            except Exception:
+                self._raised(instrument, client)
+            else:
+                if scope is not None:
+                    scopes.append((instrument, scope))
+        return Scopes(self, scopes, client)
+
+    def emit_circuit(self, event: CircuitEvent) -> None:
+        """Log a breaker's state change, and hand `event` to the instruments with `on_circuit`."""
+        log_circuit(event)
+        for instrument in self._circuit:
+            try:
+                instrument.on_circuit(event)  # type: ignore[attr-defined]
+            except Exception:
+                self._raised(instrument, event.client)
+
+    def _raised(self, instrument: object, client: str) -> None:
+        if id(instrument) not in self._broken:
+            self._broken.add(id(instrument))
+            logger.exception(
+                "%s: instrument %s raised; its later errors are not logged.",
+                client,
+                type(instrument).__name__,
+                extra={"client": client},
+            )
+
+
+class Scopes:
+    """The scopes of one attempt, ended together."""
+
+    __slots__ = ("_client", "_instruments", "_scopes")
+
+    def __init__(self, instruments: Instruments, scopes: list[tuple[object, AttemptScope]], client: str) -> None:
+        self._instruments = instruments
+        self._scopes = scopes
+        self._client = client
+
+    def end(self, response: httpx.Response | None, error: BaseException | None) -> None:
+        """End every scope; one that raises is logged once (per instrument) and skipped."""
+        for instrument, scope in self._scopes:
+            try:
+                scope.end(response, error)
+            except Exception:
+                self._instruments._raised(instrument, self._client)
 
 
 def log_retry(client: str, request: httpx.Request, attempt: int, attempts: int, reason: str, wait: float) -> None:
-    """One INFO record per retry, with its fields as `extra` attributes; no header or query values."""
+    """
+    One INFO record per retry, with its fields as `extra` attributes; no header or query values.
+
+    INFO: a retry is the library doing its job, and the call may well still succeed.
+    """
+    _log_attempt(client, request, attempt, attempts, reason, f"retrying in {wait:.3f}s", reason, wait, "retry")
+
+
+def log_gave_up(
+    client: str, request: httpx.Request, attempt: int, attempts: int, failure: str, reason: StopReason
+) -> None:
+    """
+    One INFO record per call that stops retrying a retryable failure (`reason`: attempts,
+    deadline, budget, breaker, retry_after); `failure` is the last status code or error class.
+
+    INFO, like retries, not WARNING: the caller gets the failure (raised, or the response)
+    and reports it in its own terms, and during an outage every call gives up, so a WARNING
+    each would flood the logs. The loud signals are per client and rate-limited: the spent
+    budget (once per window) and an opening breaker are WARNINGs.
+    """
+    _log_attempt(client, request, attempt, attempts, failure, f"not retried ({reason})", reason, None, "returned")
+
+
+def _log_attempt(
+    client: str,
+    request: httpx.Request,
+    attempt: int,
+    attempts: int,
+    failure: str,
+    then: str,
+    reason: str,
+    wait: float | None,
+    outcome: str,
+) -> None:
+    # One shape for every attempt record, so a JSON formatter sees the same fields each time.
     where = url_without_query(request.url)
     logger.info(
-        "%s: %s %s failed (%s) on attempt %d/%d; retrying in %.3fs",
+        "%s: %s %s failed (%s) on attempt %d/%d; %s",
         client,
         request.method,
         where,
-        reason,
+        failure,
         attempt,
         attempts,
-        wait,
+        then,
         extra={
             "client": client,
             "method": request.method,
@@ -113,6 +264,32 @@ def log_retry(client: str, request: httpx.Request, attempt: int, attempts: int, 
             "attempt": attempt,
             "attempts": attempts,
             "reason": reason,
+            "failure": failure,
             "wait": wait,
+            "outcome": outcome,
+        },
+    )
+
+
+#: Log levels of breaker state changes: opening is what an operator wants to see.
+CIRCUIT_LEVELS: Final = {"open": logging.WARNING, "half_open": logging.INFO, "closed": logging.INFO}
+
+
+def log_circuit(event: CircuitEvent) -> None:
+    """One record per breaker state change: WARNING when it opens, INFO otherwise."""
+    after = "" if event.retry_after is None else f"; a probe in {event.retry_after:.3f}s"
+    logger.log(
+        CIRCUIT_LEVELS[event.state],
+        "%s: circuit %s -> %s%s",
+        event.client,
+        event.previous,
+        event.state,
+        after,
+        extra={
+            "client": event.client,
+            "reason": "breaker",
+            "state": event.state,
+            "previous": event.previous,
+            "wait": event.retry_after,
         },
     )

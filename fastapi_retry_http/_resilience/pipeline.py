@@ -33,7 +33,7 @@ from .attempts import Call, Outcome, replayable
 from .breaker import BreakerGate, CircuitBreaker
 from .budget import BudgetGate, RetryBudget
 from .decisions import Decisions, event, final_kind
-from .events import Instrument, Instruments
+from .events import Instrument, Instruments, log_gave_up
 from .gates import Gate, Rechecking, Refusal
 from .policy import RetryPolicy
 from .send import Sender
@@ -110,13 +110,15 @@ class RetryTransport(httpx.AsyncBaseTransport):
         store = store if store is not None else MemoryStore()
         #: The circuit breaker's gate, when the client has one (its `status()` is for health checks).
         self.breaker: BreakerGate | None = None
+        self._instruments = Instruments(instrumentation)
         if circuit_breaker is not None:
-            self.breaker = BreakerGate(store.breaker_state(name, circuit_breaker), name, clock, random)
+            state = store.breaker_state(name, circuit_breaker)
+            self.breaker = BreakerGate(state, name, clock, random, self._instruments.emit_circuit)
         budget_gate = () if budget is None else (BudgetGate(store.budget_counter(name, budget), clock),)
         # The breaker first: a retry it refuses must not spend the budget.
         self._gates: tuple[Gate, ...] = (*((self.breaker,) if self.breaker else ()), *budget_gate, *gates)
         self._rechecking = tuple(gate for gate in self._gates if isinstance(gate, Rechecking))
-        self._instruments = Instruments(instrumentation)
+        self._scoped = self._instruments.scoped  # instruments told before each attempt (tracing)
         self._closed = False
         self._waits: set[asyncio.Future[None]] = set()
 
@@ -186,12 +188,18 @@ class RetryTransport(httpx.AsyncBaseTransport):
         number = call.attempt
         started = time.perf_counter() if self._instruments else 0.0
         request, policy = call.request, call.policy
+        scopes = self._instruments.start(request, number, call.client) if self._scoped else None
         try:
             response = await self._sender.send(call)
         except Exception as error:
             outcome = Outcome(error=error, retryable=call.retries and policy.retries_error(request, error))
-        except asyncio.CancelledError:
+            if isinstance(error, DeadlineExceeded):
+                # The deadline ended the call inside an attempt: a give-up, logged as the others are.
+                log_gave_up(call.client, request, number, policy.attempts, outcome.reason, "deadline")
+        except asyncio.CancelledError as gone:
             # Never retried, never wrapped; the gates and the instruments hear of it.
+            if scopes is not None:
+                scopes.end(None, gone)
             cancelled = Outcome(cancelled=True, attempt=number)
             for gate in self._gates:
                 gate.record(call, cancelled)
@@ -206,6 +214,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
         outcome.attempt = number
         if self._instruments:
             outcome.duration = time.perf_counter() - started
+            if scopes is not None:
+                scopes.end(outcome.response, outcome.error)
         for gate in self._gates:
             gate.record(call, outcome)
         return outcome
