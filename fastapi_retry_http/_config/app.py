@@ -2,8 +2,9 @@
 `HttpClientsSettings`: the app-level settings model, set up so that no secret leaks from it.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: pydantic 2.11.0 resolves the string
+# annotations of this model's fields in the namespace of a *subclass's* module, where
+# `SecretStr` may not be imported (the floor versions' suite caught it).
 import json
 import re
 from typing import Any
