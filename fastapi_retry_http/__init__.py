@@ -20,6 +20,7 @@ from ._resilience.budget import RetryBudget
 from ._resilience.events import AttemptEvent, CircuitEvent
 from ._resilience.pipeline import RetryTransport
 from ._resilience.policy import RetryPolicy
+from ._resilience.store import MemoryStore
 
 __all__ = [
     "AttemptEvent",
@@ -30,6 +31,7 @@ __all__ = [
     "ClientRegistry",
     "ClientSettings",
     "HttpClientsSettings",
+    "MemoryStore",
     "PoolLimits",
     "RetryBudget",
     "RetryPolicy",

@@ -19,6 +19,7 @@ PUBLIC = {
     "ClientRegistry",
     "ClientSettings",
     "HttpClientsSettings",
+    "MemoryStore",
     "PoolLimits",
     "RetryBudget",
     "RetryPolicy",
@@ -34,7 +35,7 @@ PUBLIC = {
 
 #: Public modules of the optional extras: never imported by the package, so not in `__all__`;
 #: they show as attributes once a test (or an app) has imported them.
-EXTRAS = {"otel", "prometheus"}
+EXTRAS = {"otel", "prometheus", "redis"}
 
 
 def test_all_lists_exactly_the_public_names() -> None:

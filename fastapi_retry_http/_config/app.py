@@ -2,15 +2,18 @@
 `HttpClientsSettings`: the app-level settings model, set up so that no secret leaks from it.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: pydantic 2.11.0 resolves the string
+# annotations of this model's fields in the namespace of a *subclass's* module, where
+# `SecretStr` may not be imported (the floor versions' suite caught it).
 import json
 import re
 from typing import Any
 
+from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from .._resilience.store import MemoryStore, StateStore
 from .client import ClientSettings
 
 __all__ = ["HttpClientsSettings"]
@@ -41,11 +44,32 @@ class HttpClientsSettings(BaseSettings):
     Attributes:
         http_clients: Client name to its settings, for
             [`clients_lifespan`][fastapi_retry_http.clients_lifespan].
+        http_clients_redis_url: A Redis URL (`HTTP_CLIENTS_REDIS_URL`): when set, every
+            client shares its retry budget and circuit breaker with the same-named clients of
+            every process using that Redis (see `http_clients_store()`). A secret: never shown.
     """
 
     model_config = SettingsConfigDict(env_nested_delimiter="__", hide_input_in_errors=True)
 
     http_clients: dict[str, ClientSettings] = {}
+    http_clients_redis_url: SecretStr | None = None
+
+    def http_clients_store(self) -> StateStore:
+        """
+        The store the settings ask for, for `clients_lifespan(..., store=...)`.
+
+        ```python
+        app = FastAPI(lifespan=clients_lifespan(settings.http_clients, store=settings.http_clients_store()))
+        ```
+
+        A `fastapi_retry_http.redis.RedisStore` when `http_clients_redis_url` is set (needs the
+        `redis` extra), else a `MemoryStore` (every process on its own).
+        """
+        if self.http_clients_redis_url is None:
+            return MemoryStore()
+        from ..redis import RedisStore
+
+        return RedisStore(self.http_clients_redis_url.get_secret_value())
 
     @classmethod
     def settings_customise_sources(

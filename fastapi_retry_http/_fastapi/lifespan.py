@@ -21,6 +21,7 @@ from starlette.routing import Host, Mount
 from .._client import Client
 from .._config.client import ClientSettings
 from .._resilience.events import Instrument
+from .._resilience.store import StateStore
 from ..exceptions import ConfigurationError, LifespanNotRunError, UnknownClientError
 from .registry import ClientRegistry, clients, normalise_name
 
@@ -86,6 +87,7 @@ def clients_lifespan(
     *,
     registry: ClientRegistry = clients,
     instrumentation: Iterable[Instrument] = (),
+    store: StateStore | None = None,
 ) -> Lifespan:
     """
     A lifespan that builds the configured clients at startup and closes them at shutdown.
@@ -113,6 +115,10 @@ def clients_lifespan(
         registry: Where the clients are kept while the app runs.
         instrumentation: Instruments given to every client (metrics, traces; see
             [`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
+        store: Where every client keeps its budget and breaker state, e.g. a
+            `fastapi_retry_http.redis.RedisStore` shared by the fleet; started here (an
+            unreachable Redis is a WARNING, never a failed startup) and closed at shutdown.
+            Each client keeps its own by default.
 
     Raises:
         ConfigurationError: The settings of a client are invalid (naming the client and field).
@@ -126,16 +132,22 @@ def clients_lifespan(
         built: list[str] = []
         state = getattr(app, "state", None)
         published = False
+        if store is not None:
+            await store.start()
         try:
             for name, config in settings.items():
-                registry.add(_build(name, config, registry, instruments))
+                registry.add(_build(name, config, registry, instruments, store))
                 built.append(name)
             if state is not None:
                 setattr(state, STATE_KEY, registry)
                 published = True
             yield {STATE_KEY: registry}
         finally:
-            await registry.aclose(built)
+            try:
+                await registry.aclose(built)
+            finally:
+                if store is not None:
+                    await store.aclose()
             # Only the start that published the registry takes it back: a second start that
             # failed must leave a running instance of the same app alone.
             if published and getattr(state, STATE_KEY, None) is registry:
@@ -159,8 +171,16 @@ def _validate(configs: Mapping[str, ClientSettings | Mapping[str, Any]]) -> dict
     return settings
 
 
-def _build(name: str, config: ClientSettings, registry: ClientRegistry, instruments: tuple[Instrument, ...]) -> Client:
+def _build(
+    name: str,
+    config: ClientSettings,
+    registry: ClientRegistry,
+    instruments: tuple[Instrument, ...],
+    store: StateStore | None,
+) -> Client:
     overrides: dict[str, Any] = {"instrumentation": instruments} if instruments else {}
+    if store is not None:
+        overrides["store"] = store
     if name in registry.transport_overrides:
         overrides["transport"] = registry.transport_overrides[name]
     try:

@@ -8,7 +8,8 @@ several processes (Redis) implements the same interface, so the gates do not cha
 
 from __future__ import annotations
 
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from .breaker import BreakerState, CircuitBreaker
 from .budget import BudgetCounter, RetryBudget
@@ -24,6 +25,12 @@ class StateStore(Protocol):
 
     def breaker_state(self, client: str, breaker: CircuitBreaker) -> BreakerState:
         """The counts and the break of `client`'s circuit breaker."""
+
+    async def start(self) -> None:
+        """Begin sharing (connect, start background work); never fails because of a backend."""
+
+    async def aclose(self) -> None:
+        """Stop sharing and release what `start()` took."""
 
 
 class MemoryStore:
@@ -43,3 +50,17 @@ class MemoryStore:
     def breaker_state(self, client: str, breaker: CircuitBreaker) -> BreakerState:
         """The breaker state of `client` for `breaker`, made at the first ask."""
         return self._breakers.setdefault((client, breaker), BreakerState(breaker))
+
+    async def start(self) -> None:
+        """Nothing to start: the state is in this process."""
+
+    async def aclose(self) -> None:
+        """Nothing to close."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
