@@ -135,7 +135,15 @@ class TestBrokenBodies:
 
 class TestNotHttp:
     @pytest.mark.parametrize(
-        "garbage", [b"SSH-2.0-OpenSSH_9.2\r\n\r\n", b"HTTP/1.1 abc Nope\r\n\r\n", b"\x00\xff" * 20]
+        "garbage",
+        [
+            b"SSH-2.0-OpenSSH_9.2\r\n\r\n",
+            b"HTTP/1.1 abc Nope\r\n\r\n",
+            b"\x00\xff" * 20,
+            # A status line that quotes a disconnect phrase is still a server speaking garbage.
+            b"HTTP/1.1 abc peer closed connection\r\n\r\n",
+            b"HTTP/1.1 abc Server disconnected\r\n\r\n",
+        ],
     )
     async def test_a_server_speaking_garbage_gets_one_attempt(self, garbage: bytes) -> None:
         async def speak(reader: Reader, writer: Writer, n: int) -> None:
@@ -215,24 +223,3 @@ async def test_garbage_retry_after_from_a_real_server_falls_back_to_backoff(wait
     async with RawServer(throttle) as server, Client(server.url, retry=RetryPolicy(jitter=False)) as c:
         assert (await c.get("/x")).status_code == 200
     assert (server.requests, waits) == (2, [0.1])
-
-
-@pytest.mark.parametrize(
-    "garbage",
-    [
-        b"HTTP/1.1 abc peer closed connection\r\n\r\n",
-        b"HTTP/1.1 abc Server disconnected\r\n\r\n",
-    ],
-)
-async def test_garbage_spelling_a_disconnect_is_not_retried(garbage: bytes) -> None:
-    """A status line that quotes a disconnect phrase is still a server speaking garbage."""
-
-    async def speak(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
-        writer.write(garbage)
-        await writer.drain()
-        writer.close()
-
-    async with RawServer(speak) as server, Client(server.url) as c:
-        with pytest.raises(httpx.RemoteProtocolError):
-            await c.get("/x")
-    assert server.requests == 1

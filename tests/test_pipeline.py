@@ -64,6 +64,24 @@ def transport(handler: Scripted, policy: RetryPolicy | None = None, **kwargs: ob
     return RetryTransport(httpx.MockTransport(handler), policy or RetryPolicy(jitter=False), name="up", **kwargs)  # type: ignore[arg-type]
 
 
+async def cancel_mid_attempt(instrument: object) -> None:
+    """One call whose first attempt hangs, cancelled by its caller mid-attempt."""
+    started = asyncio.Event()
+
+    async def hang(request: httpx.Request) -> httpx.Response:
+        started.set()
+        await asyncio.Event().wait()
+        raise AssertionError("cancelled first")
+
+    retrying = RetryTransport(httpx.MockTransport(hang), name="up", instrumentation=[instrument])  # type: ignore[list-item]
+    async with httpx.AsyncClient(transport=retrying) as c:
+        call = asyncio.create_task(c.get("http://upstream/x"))
+        await started.wait()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+
 class TestGates:
     async def test_a_gate_added_from_outside_refuses_every_third_attempt(self) -> None:
         gate = EveryThirdRefused()
@@ -159,21 +177,8 @@ class TestEvents:
         assert [(e.status_code, e.outcome, e.reason) for e in recorder.events] == [(429, "returned", "retry_after")]
 
     async def test_cancellation_mid_attempt(self) -> None:
-        started = asyncio.Event()
-
-        async def hang(request: httpx.Request) -> httpx.Response:
-            started.set()
-            await asyncio.Event().wait()
-            raise AssertionError("cancelled first")
-
         recorder = Recorder()
-        retrying = RetryTransport(httpx.MockTransport(hang), name="up", instrumentation=[recorder])
-        async with httpx.AsyncClient(transport=retrying) as c:
-            call = asyncio.create_task(c.get("http://upstream/x"))
-            await started.wait()
-            call.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await call
+        await cancel_mid_attempt(recorder)
         assert [(e.attempt, e.outcome) for e in recorder.events] == [(1, "cancelled")]
 
     async def test_an_instrument_that_raises_is_logged_once_and_breaks_nothing(
@@ -285,21 +290,8 @@ class TestAttemptScopes:
         assert sent == [["1"], ["2"], ["3"]]
 
     async def test_a_cancelled_attempt_ends_its_scope_with_the_cancellation(self) -> None:
-        started = asyncio.Event()
-
-        async def hang(request: httpx.Request) -> httpx.Response:
-            started.set()
-            await asyncio.Event().wait()
-            raise AssertionError("cancelled first")
-
         scoped = Scoped()
-        retrying = RetryTransport(httpx.MockTransport(hang), name="up", instrumentation=[scoped])
-        async with httpx.AsyncClient(transport=retrying) as c:
-            call = asyncio.create_task(c.get("http://upstream/x"))
-            await started.wait()
-            call.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await call
+        await cancel_mid_attempt(scoped)
         assert scoped.log == [("start", "up", 1), ("end", 1, "CancelledError"), ("event", 1, "cancelled")]
 
     async def test_a_scope_hook_that_raises_is_logged_once_and_breaks_nothing(
