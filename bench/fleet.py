@@ -325,9 +325,9 @@ def path_cost(n: int = 300_000) -> dict[str, float]:
     attempt recorded), local objects against the fleet ones: the request path's only change.
     """
     from fastapi_retry_http import CircuitBreaker, RetryBudget
-    from fastapi_retry_http._resilience.breaker import BreakerState
-    from fastapi_retry_http._resilience.budget import BudgetCounter
-    from fastapi_retry_http._resilience.fleet import FleetBreakerState, FleetBudgetCounter
+    from fastapi_retry_http._stores.fleet import FleetBreakerState, FleetBudgetCounter
+    from fastapi_retry_http._strategies.breaker import BreakerState
+    from fastapi_retry_http._strategies.budget import BudgetCounter
 
     def cost(counter: BudgetCounter, state: BreakerState) -> float:
         best = float("inf")

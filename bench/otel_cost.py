@@ -29,7 +29,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from prometheus_client import CollectorRegistry
 
 from fastapi_retry_http import Client
-from fastapi_retry_http._resilience.events import Instrument
+from fastapi_retry_http._pipeline.events import Instrument
 from fastapi_retry_http.otel import OpenTelemetry
 from fastapi_retry_http.prometheus import PrometheusMetrics
 

@@ -15,12 +15,12 @@ from ._config.app import HttpClientsSettings
 from ._config.client import ClientSettings, PoolLimits
 from ._fastapi.lifespan import clients_lifespan, get_client
 from ._fastapi.registry import ClientRegistry, clients
-from ._resilience.breaker import CircuitBreaker, CircuitStatus
-from ._resilience.budget import RetryBudget
-from ._resilience.events import AttemptEvent, CircuitEvent
-from ._resilience.pipeline import RetryTransport
-from ._resilience.policy import RetryPolicy
-from ._resilience.store import MemoryStore
+from ._pipeline.events import AttemptEvent, CircuitEvent
+from ._pipeline.policy import RetryPolicy
+from ._pipeline.transport import RetryTransport
+from ._stores.memory import MemoryStore
+from ._strategies.breaker import CircuitBreaker, CircuitStatus
+from ._strategies.budget import RetryBudget
 
 __all__ = [
     "AttemptEvent",

@@ -31,7 +31,7 @@ from ._client import Client
 from ._config.app import HttpClientsSettings
 from ._config.client import ClientSettings
 from ._fastapi.registry import normalise_name
-from ._resilience.pipeline import ATTEMPTS_EXTENSION
+from ._pipeline.transport import ATTEMPTS_EXTENSION
 from .exceptions import ConfigurationError
 
 __all__ = ["main"]

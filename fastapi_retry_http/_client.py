@@ -16,18 +16,18 @@ from ._backends import BackendName, default_transport
 from ._defaults import DEFAULT_BUDGET, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, MAX_REDIRECTS
 from ._lean import LeanPath
 from ._methods import HttpMethods
-from ._resilience.breaker import CircuitBreaker, CircuitStatus
-from ._resilience.budget import RetryBudget
-from ._resilience.events import Instrument
-from ._resilience.pipeline import POLICY_EXTENSION, RetryTransport
-from ._resilience.policy import RetryPolicy
-from ._resilience.send import STREAM_EXTENSION
-from ._resilience.store import StateStore
+from ._pipeline.events import Instrument
+from ._pipeline.policy import RetryPolicy
+from ._pipeline.send import STREAM_EXTENSION
+from ._pipeline.transport import POLICY_EXTENSION, RetryTransport
 from ._safety.headers import header_problem
 from ._safety.redact import install_httpx_log_redactor
 from ._safety.redirects import guard_redirect, remember_origin
 from ._safety.size_cap import ACCEPT_ENCODING
 from ._safety.urls import check_path
+from ._stores.memory import StateStore
+from ._strategies.breaker import CircuitBreaker, CircuitStatus
+from ._strategies.budget import RetryBudget
 from ._types import (
     USE_CLIENT_DEFAULT,
     BodyOptions,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Final
 
 from ._backends import DEFAULT_LIMITS
-from ._resilience.budget import RetryBudget
 from ._safety.size_cap import DEFAULT_MAX_RESPONSE_BYTES
+from ._strategies.budget import DEFAULT_BUDGET
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -21,8 +21,6 @@ __all__ = [
 #: Seconds for each phase of one attempt (connect, read, write, pool).
 DEFAULT_TIMEOUT: Final = 10.0
 
-#: The retry budget every client gets unless told otherwise: 100 retries + 50% of requests per 10 s.
-DEFAULT_BUDGET: Final = RetryBudget()
 
 #: Redirects followed per request at most (httpx allows 20); a loop ends in `httpx.TooManyRedirects`.
 MAX_REDIRECTS: Final = 5

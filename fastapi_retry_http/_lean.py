@@ -15,8 +15,8 @@ from typing import Any, Final
 import httpx
 
 from ._arguments import checked_timeout
-from ._resilience.pipeline import POLICY_EXTENSION, RetryTransport
-from ._resilience.policy import RetryPolicy
+from ._pipeline.policy import RetryPolicy
+from ._pipeline.transport import POLICY_EXTENSION, RetryTransport
 from ._types import (
     USE_CLIENT_DEFAULT,
     QueryParams,

@@ -12,7 +12,7 @@ from typing import IO, Any, Final, TypedDict
 
 import httpx
 
-from ._resilience.policy import RetryPolicy
+from ._pipeline.policy import RetryPolicy
 
 __all__ = [
     "USE_CLIENT_DEFAULT",

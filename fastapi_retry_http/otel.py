@@ -34,7 +34,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
-from ._resilience.events import AttemptEvent
+from ._pipeline.events import AttemptEvent
 
 __all__ = ["DURATION_BUCKETS", "KNOWN_METHODS", "OpenTelemetry"]
 

@@ -30,7 +30,7 @@ from typing import Final
 import httpx
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from ._resilience.events import AttemptEvent, CircuitEvent
+from ._pipeline.events import AttemptEvent, CircuitEvent
 
 __all__ = ["DURATION_BUCKETS", "PrometheusMetrics"]
 

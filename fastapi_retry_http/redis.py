@@ -5,7 +5,7 @@ Clients of the same name in any number of workers and pods act as one client: on
 computed on the fleet's traffic, one breaker, one half-open probe at a time. Needs the `redis`
 extra (`pip install 'fastapi-retry-http[redis]'`).
 
-Local first. The gates read and bump the local state (`_resilience/fleet.py`), never Redis.
+Local first. The gates read and bump the local state (`_stores/fleet.py`), never Redis.
 A background task, every `interval` (100 ms), runs one Lua script per client: it adds this
 process's counts since the last run into per-bucket hash fields keyed by Redis server time,
 publishes a break opened or closed here, takes the probe lease when a break is over, and
@@ -36,10 +36,10 @@ import urllib.parse
 from types import TracebackType
 from typing import Any, Final, Self
 
-from ._resilience.breaker import CircuitBreaker
-from ._resilience.budget import RetryBudget
-from ._resilience.fleet import FleetBreakerState, FleetBudgetCounter
-from ._resilience.fleet_sync import SCRIPT, adopt, breaker_args, bucket_ms
+from ._stores.fleet import FleetBreakerState, FleetBudgetCounter
+from ._stores.fleet_sync import SCRIPT, adopt, breaker_args, bucket_ms
+from ._strategies.breaker import CircuitBreaker
+from ._strategies.budget import RetryBudget
 
 try:
     import redis.asyncio as _redis

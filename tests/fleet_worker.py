@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from fastapi_retry_http import Client, MemoryStore, RetryBudget, RetryPolicy
-from fastapi_retry_http._resilience.store import StateStore
+from fastapi_retry_http._stores.memory import StateStore
 from fastapi_retry_http.testing import set_no_sleep
 
 

@@ -25,7 +25,7 @@ from fastapi_retry_http import Client, RetryPolicy
 from fastapi_retry_http._backends import BackendName as Backend
 from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
 from fastapi_retry_http._backends.tls import tls_context
-from fastapi_retry_http._resilience.policy import error_phase
+from fastapi_retry_http._pipeline.policy import error_phase
 from fastapi_retry_http.exceptions import ClientClosedError
 from tests.servers import RawServer, Upstream, ok, reset
 from tests.test_backends import full_backlog  # noqa: F401  (a fixture)

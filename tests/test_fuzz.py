@@ -11,7 +11,7 @@ import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastapi_retry_http._resilience.policy import parse_retry_after
+from fastapi_retry_http._pipeline.policy import parse_retry_after
 from fastapi_retry_http._safety.urls import check_path
 from fastapi_retry_http.exceptions import UnsafePathError
 

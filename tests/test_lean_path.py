@@ -18,7 +18,7 @@ from fastapi_retry_http import Client, RetryPolicy, _client, _lean
 from fastapi_retry_http._backends import aiohttp_pool
 from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
 from fastapi_retry_http._backends.tls import tls_context
-from fastapi_retry_http._resilience.send import STREAM_EXTENSION
+from fastapi_retry_http._pipeline.send import STREAM_EXTENSION
 from fastapi_retry_http.exceptions import ClientClosedError, ResponseTooLargeError
 from tests.servers import RawServer, Reply, Upstream
 

@@ -23,9 +23,9 @@ from fastapi_retry_http import (
     RetryTransport,
     clients_lifespan,
 )
-from fastapi_retry_http._resilience.attempts import Call, Outcome
-from fastapi_retry_http._resilience.events import CircuitEvent, Instruments
-from fastapi_retry_http._resilience.gates import Refusal
+from fastapi_retry_http._pipeline.attempts import Call, Outcome
+from fastapi_retry_http._pipeline.events import CircuitEvent, Instruments
+from fastapi_retry_http._pipeline.strategy import Refusal
 from fastapi_retry_http.exceptions import DeadlineExceeded
 from tests.servers import Upstream
 from tests.test_transport import Scripted
@@ -56,8 +56,8 @@ class Recorder:
         self.events.append(event)
 
     def summary(self) -> list[tuple[object, ...]]:
-        """Each event without its duration (the one field that is not deterministic)."""
-        return [astuple(e)[:6] + astuple(e)[7:] for e in self.events]
+        """Each event without its duration (not deterministic) nor `injected` (never, here)."""
+        return [astuple(e)[:6] + astuple(e)[7:10] for e in self.events]
 
 
 def transport(handler: Scripted, policy: RetryPolicy | None = None, **kwargs: object) -> RetryTransport:
@@ -201,7 +201,8 @@ class TestEvents:
         ]
 
     async def test_without_instruments_no_event_is_built(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from fastapi_retry_http._resilience import decisions, pipeline
+        from fastapi_retry_http._pipeline import decisions
+        from fastapi_retry_http._pipeline import transport as pipeline
 
         def explode(*args: object, **kwargs: object) -> AttemptEvent:
             raise AssertionError("an event was built with nobody listening")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from fastapi_retry_http import RetryPolicy
-from fastapi_retry_http._resilience.policy import error_phase, parse_retry_after
+from fastapi_retry_http._pipeline.policy import error_phase, parse_retry_after
 
 NOW = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from fastapi_retry_http import AttemptEvent, Client, RetryBudget, RetryPolicy
-from fastapi_retry_http._resilience.events import CircuitEvent, Instruments
+from fastapi_retry_http._pipeline.events import CircuitEvent, Instruments
 from fastapi_retry_http.prometheus import PrometheusMetrics
 from tests.test_transport import Scripted
 
@@ -106,7 +106,7 @@ WORKER = """
 import asyncio, sys
 import httpx
 from fastapi_retry_http import Client, RetryPolicy
-from fastapi_retry_http._resilience.events import CircuitEvent, Instruments
+from fastapi_retry_http._pipeline.events import CircuitEvent, Instruments
 from fastapi_retry_http.prometheus import PrometheusMetrics
 
 metrics = PrometheusMetrics()  # the default registry: values go to PROMETHEUS_MULTIPROC_DIR

@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
-from .._resilience.store import MemoryStore, StateStore
+from .._stores.memory import MemoryStore, StateStore
 from .client import ClientSettings
 
 __all__ = ["HttpClientsSettings"]

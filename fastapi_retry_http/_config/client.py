@@ -19,11 +19,11 @@ from pydantic import (
 )
 
 from .._defaults import DEFAULT_BUDGET, DEFAULT_LIMITS, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
-from .._resilience.breaker import CircuitBreaker
-from .._resilience.budget import RetryBudget
-from .._resilience.policy import RetryPolicy
+from .._pipeline.policy import RetryPolicy
 from .._safety.headers import header_problem
 from .._safety.urls import base_url_problem
+from .._strategies.breaker import CircuitBreaker
+from .._strategies.budget import RetryBudget
 
 __all__ = ["ClientSettings", "PoolLimits"]
 

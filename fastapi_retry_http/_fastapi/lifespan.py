@@ -20,8 +20,8 @@ from starlette.routing import Host, Mount
 
 from .._client import Client
 from .._config.client import ClientSettings
-from .._resilience.events import Instrument
-from .._resilience.store import StateStore
+from .._pipeline.events import Instrument
+from .._stores.memory import StateStore
 from ..exceptions import ConfigurationError, LifespanNotRunError, UnknownClientError
 from .registry import ClientRegistry, clients, normalise_name
 

@@ -18,6 +18,7 @@ from .._safety.size_cap import limit_body
 from ..exceptions import AttemptTimeout, DeadlineExceeded, ResponseTooLargeError
 from .attempts import Call
 from .deadlines import Deadlines
+from .strategy import Interceptor
 
 __all__ = ["STREAM_EXTENSION", "Sender", "discard"]
 
@@ -34,7 +35,7 @@ DRAIN_LIMIT: Final = 64 * 1024
 class Sender:
     """Sends attempts through the inner transport (the backend)."""
 
-    __slots__ = ("_clock", "_inner", "_shield", "deadlines", "max_response_bytes")
+    __slots__ = ("_clock", "_inner", "_shield", "deadlines", "interceptors", "max_response_bytes")
 
     def __init__(
         self, inner: httpx.AsyncBaseTransport, clock: Callable[[], float], max_response_bytes: int | None
@@ -43,6 +44,8 @@ class Sender:
         self._clock = clock
         self.max_response_bytes = max_response_bytes
         self.deadlines = Deadlines()
+        #: Strategies that may answer in place of the network (chaos), asked in order.
+        self.interceptors: tuple[Interceptor, ...] = ()
 
     @property
     def inner(self) -> httpx.AsyncBaseTransport:
@@ -68,11 +71,11 @@ class Sender:
             by_deadline = limit is None or remaining <= limit
             limit = remaining if by_deadline else limit
         if limit is None:
-            return await self._shielded(request)
+            return await (self._intercepted(call) if self.interceptors else self._shielded(request))
         # A slow drip never trips httpx's per-read timeout; these bound the whole attempt.
         task = self.deadlines.watch(limit)
         try:
-            return await self._shielded(request)
+            return await (self._intercepted(call) if self.interceptors else self._shielded(request))
         except asyncio.CancelledError:
             if task in self.deadlines.fired and task.uncancel() == 0:
                 if by_deadline:
@@ -83,6 +86,14 @@ class Sender:
             raise
         finally:
             self.deadlines.unwatch(task)
+
+    async def _intercepted(self, call: Call) -> httpx.Response:
+        """Within the attempt's time: an interceptor's answer, or the network's."""
+        for interceptor in self.interceptors:
+            response = await interceptor.intercept(call)
+            if response is not None:
+                return response
+        return await self._shielded(call.request)
 
     def _shielded(self, request: httpx.Request) -> Awaitable[httpx.Response]:
         sending = self._send(request)

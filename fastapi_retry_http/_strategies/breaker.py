@@ -15,12 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from .._pipeline.attempts import Call, Outcome
+from .._pipeline.checks import first_problem, is_count, is_ratio, is_seconds
+from .._pipeline.events import CircuitEvent, CircuitState
+from .._pipeline.policy import error_phase
+from .._pipeline.strategy import Refusal
 from ..exceptions import CircuitOpenError, DeadlineExceeded
-from .attempts import Call, Outcome
-from .checks import first_problem, is_count, is_ratio, is_seconds
-from .events import CircuitEvent, CircuitState
-from .gates import Refusal
-from .policy import error_phase
 
 __all__ = ["BreakerGate", "BreakerState", "CircuitBreaker", "CircuitStatus", "is_failure"]
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 
 from .policy import RetryPolicy
+
+if TYPE_CHECKING:
+    from .admission import Waiting
+    from .strategy import Refusal
 
 __all__ = ["Call", "Outcome", "replayable"]
 
@@ -42,6 +47,10 @@ class Call:
     deadline_at: float | None
     retries: bool
     attempt: int = 0
+    #: A retry admitted on condition of a wait, awaited right before it is sent.
+    pending: Waiting | None = None
+    #: Anything a strategy keeps for the call (slots held, a probe's lease), by strategy.
+    state: dict[object, object] | None = None
 
 
 class Outcome:
@@ -50,7 +59,7 @@ class Outcome:
     when it was cancelled (the caller went away, or another hedged attempt won).
     """
 
-    __slots__ = ("attempt", "cancelled", "duration", "error", "response", "retryable")
+    __slots__ = ("attempt", "cancelled", "duration", "error", "injected", "refusal", "response", "retryable")
 
     def __init__(
         self,
@@ -61,6 +70,7 @@ class Outcome:
         duration: float = 0.0,
         cancelled: bool = False,
         attempt: int = 0,
+        refusal: Refusal | None = None,
     ) -> None:
         self.response = response
         self.error = error
@@ -69,6 +79,10 @@ class Outcome:
         self.cancelled = cancelled
         #: Which attempt of the call gave it (hedged attempts overlap).
         self.attempt = attempt
+        #: Set when a later strategy refused an admitted attempt: nothing was sent.
+        self.refusal = refusal
+        #: Whether the outcome was injected (chaos) rather than given by the upstream.
+        self.injected = False
 
     @property
     def reason(self) -> str:

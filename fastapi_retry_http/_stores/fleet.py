@@ -17,8 +17,8 @@ from __future__ import annotations
 import secrets
 from typing import Final
 
-from .breaker import BreakerState, CircuitBreaker
-from .budget import BudgetCounter, RetryBudget
+from .._strategies.breaker import BreakerState, CircuitBreaker
+from .._strategies.budget import BudgetCounter, RetryBudget
 
 __all__ = ["FleetBreakerState", "FleetBudgetCounter"]
 

@@ -6,19 +6,22 @@ what each attempt's event says.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import Final
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Final
 
 import httpx
 
 from .._safety.redact import url_without_query
 from .attempts import Call, Outcome
 from .events import AttemptEvent, Instruments, StopReason, log_gave_up, log_retry
-from .gates import Gate
 from .policy import RETRY_AFTER_STATUSES, parse_retry_after
 from .send import discard
+from .strategy import Refusal
 
-__all__ = ["Decisions", "event", "final_kind"]
+if TYPE_CHECKING:
+    from .admission import Waiting
+
+__all__ = ["Decisions", "event", "final_kind", "refused"]
 
 logger: Final = logging.getLogger("fastapi_retry_http")
 
@@ -29,18 +32,18 @@ RETRY_AFTER_SHOWN: Final = 40
 class Decisions:
     """The engine's `Rules` for one call: wait, stop, and what to do before the next attempt."""
 
-    __slots__ = ("_call", "_clock", "_gates", "_instruments", "_random", "stopped")
+    __slots__ = ("_admit", "_call", "_clock", "_instruments", "_random", "stopped")
 
     def __init__(
         self,
         call: Call,
-        gates: Sequence[Gate],
+        admit: Callable[[Call], Refusal | Waiting | None],
         instruments: Instruments,
         clock: Callable[[], float],
         random: Callable[[], float],
     ) -> None:
         self._call = call
-        self._gates = gates
+        self._admit = admit
         self._instruments = instruments
         self._clock = clock
         self._random = random
@@ -69,10 +72,11 @@ class Decisions:
         # A wait that ends past the deadline would only delay the same answer.
         if call.deadline_at is not None and self._clock() + wait >= call.deadline_at:
             return "deadline"
-        for gate in self._gates:
-            refusal = gate.admit(call)
-            if refusal is not None:
-                return refusal.reason  # type: ignore[return-value]
+        answer = self._admit(call)
+        if isinstance(answer, Refusal):
+            return answer.reason  # type: ignore[return-value]
+        # A strategy that waits for a slot is awaited after the backoff wait, right before the send.
+        call.pending = answer
         return None
 
     async def before_wait(self, outcome: Outcome, wait: float) -> None:
@@ -114,6 +118,22 @@ def event(
         outcome=kind,  # type: ignore[arg-type]
         wait=wait,
         reason=reason,
+        injected=outcome.injected,
+    )
+
+
+def refused(call: Call, error: Exception, reason: str) -> AttemptEvent:
+    """The one event of a call refused before its first attempt: nothing was sent."""
+    return AttemptEvent(
+        client=call.client,
+        method=call.request.method,
+        url=url_without_query(call.request.url),
+        attempt=1,
+        status_code=None,
+        error=type(error).__name__,
+        duration=0.0,
+        outcome="refused",
+        reason=reason,  # type: ignore[arg-type]
     )
 
 

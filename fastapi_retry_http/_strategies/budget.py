@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from .attempts import Call, Outcome
-from .gates import Refusal
+from .._pipeline.attempts import Call, Outcome
+from .._pipeline.strategy import Refusal
 
 __all__ = ["BudgetCounter", "BudgetGate", "RetryBudget"]
 
@@ -102,6 +102,10 @@ class BudgetCounter:
             return False
         self._retries[self._current % self.BUCKETS] += 1
         return True
+
+
+#: The retry budget every client gets unless told otherwise: 100 retries + 50% of requests per 10 s.
+DEFAULT_BUDGET: Final = RetryBudget()
 
 
 class BudgetGate:

@@ -18,35 +18,36 @@ hands over to the engine.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random as _random
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Final
+from typing import Final, Unpack
 
 import httpx
 
 from .. import _clock
 from .._safety.headers import header_problem
+from .._stores.memory import MemoryStore, StateStore
+from .._strategies import Context, StrategyOptions, build
+from .._strategies.breaker import BreakerGate
+from .._strategies.budget import DEFAULT_BUDGET, RetryBudget
 from ..exceptions import CircuitOpenError, ClientClosedError, DeadlineExceeded
 from . import engine, hedging
+from .admission import Waiting
 from .attempts import Call, Outcome, replayable
-from .breaker import BreakerGate, CircuitBreaker
-from .budget import BudgetGate, RetryBudget
-from .decisions import Decisions, event, final_kind
+from .decisions import Decisions, event, final_kind, refused
 from .events import Instrument, Instruments, log_gave_up
-from .gates import Gate, Rechecking, Refusal
 from .policy import RetryPolicy
 from .send import Sender
-from .store import MemoryStore, StateStore
+from .strategy import CallStrategy, Gate, Proceed, Rechecking, Refusal
 
-__all__ = ["ATTEMPTS_EXTENSION", "DEFAULT_BUDGET", "POLICY_EXTENSION", "RetryTransport"]
+__all__ = ["ATTEMPTS_EXTENSION", "POLICY_EXTENSION", "RetryTransport"]
 
 #: `request.extensions` key for a per-request `RetryPolicy`.
 POLICY_EXTENSION: Final = "fastapi_retry_http.retry"
 #: `response.extensions` key: how many attempts a retried request took (absent: one).
 ATTEMPTS_EXTENSION: Final = "fastapi_retry_http.attempts"
-#: The budget every client gets unless told otherwise.
-DEFAULT_BUDGET: Final = RetryBudget()
 
 SleepFn = Callable[[float], Awaitable[None]]
 
@@ -97,9 +98,9 @@ class RetryTransport(httpx.AsyncBaseTransport):
         random: Callable[[], float] = _random.random,
         budget: RetryBudget | None = DEFAULT_BUDGET,
         store: StateStore | None = None,
-        circuit_breaker: CircuitBreaker | None = None,
         gates: Iterable[Gate] = (),
         instrumentation: Iterable[Instrument] = (),
+        **options: Unpack[StrategyOptions],
     ) -> None:
         self._sender = Sender(inner if inner is not None else httpx.AsyncHTTPTransport(), clock, max_response_bytes)
         self.policy = policy if policy is not None else RetryPolicy()
@@ -107,17 +108,25 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self._sleep = sleep
         self._clock = clock
         self._random = random
-        store = store if store is not None else MemoryStore()
-        #: The circuit breaker's gate, when the client has one (its `status()` is for health checks).
-        self.breaker: BreakerGate | None = None
         self._instruments = Instruments(instrumentation)
-        if circuit_breaker is not None:
-            state = store.breaker_state(name, circuit_breaker)
-            self.breaker = BreakerGate(state, name, clock, random, self._instruments.emit_circuit)
-        budget_gate = () if budget is None else (BudgetGate(store.budget_counter(name, budget), clock),)
-        # The breaker first: a retry it refuses must not spend the budget.
-        self._gates: tuple[Gate, ...] = (*((self.breaker,) if self.breaker else ()), *budget_gate, *gates)
+        if budget is not DEFAULT_BUDGET:  # the Round 2 name of `retry_budget`
+            options["retry_budget"] = budget
+        context = Context(
+            name,
+            store if store is not None else MemoryStore(),
+            clock,
+            random,
+            self._wait,
+            self._instruments,
+        )
+        #: The client's strategies by place, in pipeline order (see `_strategies`).
+        self.strategies = strategies = build(options, context, tuple(gates))
+        #: The circuit breaker's gate, when the client has one (its `status()` is for health checks).
+        self.breaker: BreakerGate | None = strategies.by_option.get("circuit_breaker")
+        self._gates: tuple[Gate, ...] = tuple(strategies.attempt)
         self._rechecking = tuple(gate for gate in self._gates if isinstance(gate, Rechecking))
+        self._sender.interceptors = tuple(strategies.send)
+        self._around = _chain(strategies.around, self._call) if strategies.around else None
         self._scoped = self._instruments.scoped  # instruments told before each attempt (tracing)
         self._closed = False
         self._waits: set[asyncio.Future[None]] = set()
@@ -149,12 +158,22 @@ class RetryTransport(httpx.AsyncBaseTransport):
         if problem is not None:
             # Before any I/O, whatever the backend, and without the value.
             raise httpx.LocalProtocolError(problem, request=request)
+        if self._around:
+            return await self._around(request)
+        return await self._call(request)
+
+    async def _call(self, request: httpx.Request) -> httpx.Response:
+        """The call: its deadline, then its attempts (retried or hedged)."""
         policy: RetryPolicy = request.extensions.get(POLICY_EXTENSION, self.policy)
         deadline_at = None if policy.deadline is None else self._clock() + policy.deadline
         retries = policy.attempts > 1 and replayable(request.stream)
         call = Call(request, policy, self.name, deadline_at, retries)
         refusal = self._admit(call)
+        if refusal is not None and not isinstance(refusal, Refusal):
+            refusal = await refusal.wait()
         if refusal is not None and refusal.error is not None:
+            if self._instruments:
+                self._instruments.emit(refused(call, refusal.error, refusal.reason))
             raise refusal.error
         if policy.hedge_after is not None and retries and policy.may_resend(request):
             outcome, stopped = await hedging.race(
@@ -166,8 +185,12 @@ class RetryTransport(httpx.AsyncBaseTransport):
             if not outcome.retryable:
                 self._final_event(call, outcome)
                 return outcome.unwrap()
-            decisions = Decisions(call, self._gates, self._instruments, self._clock, self._random)
-            outcome = await engine.retry(outcome, lambda: self._retry(call), decisions, self._wait)
+            decisions = Decisions(call, self._admit, self._instruments, self._clock, self._random)
+            try:
+                outcome = await engine.retry(outcome, lambda: self._retry(call), decisions, self._wait)
+            finally:
+                if call.pending is not None:  # cancelled during the backoff wait
+                    call.pending.abandon()
             stopped = decisions.stopped
             if stopped is None:
                 self._final_event(call, outcome)
@@ -220,13 +243,31 @@ class RetryTransport(httpx.AsyncBaseTransport):
             gate.record(call, outcome)
         return outcome
 
-    def _admit(self, call: Call) -> Refusal | None:
-        """Ask every gate whether another attempt of `call` may go."""
-        for gate in self._gates:
-            refusal = gate.admit(call)
-            if refusal is not None:
-                return refusal
+    def _admit(self, call: Call, start: int = 0) -> Refusal | Waiting | None:
+        """
+        Ask every strategy, in order, whether another attempt of `call` may go. The answer is
+        at once unless a strategy waits (a rate limit, a concurrency limit): then a `Waiting`.
+        A refusal is told to the strategies that had admitted the attempt.
+        """
+        gates = self._gates
+        for index in range(start, len(gates)):
+            answer = gates[index].admit(call)
+            if answer is None:
+                continue
+            if isinstance(answer, Refusal):
+                self._release(call, index, Outcome(refusal=answer, attempt=call.attempt + 1))
+                return answer
+            return Waiting(self._admit, self._release, call, index, answer)
         return None
+
+    def _release(self, call: Call, index: int, outcome: Outcome) -> None:
+        """Tell the strategies before `index`, which admitted the attempt, that it was never sent."""
+        for gate in self._gates[:index]:
+            gate.record(call, outcome)
+
+    async def _admitted(self, call: Call) -> Refusal | None:
+        answer = self._admit(call)
+        return answer if answer is None or isinstance(answer, Refusal) else await answer.wait()
 
     def _final_event(self, call: Call, outcome: Outcome, stopped: str | None = None) -> None:
         if not self._instruments:
@@ -242,6 +283,12 @@ class RetryTransport(httpx.AsyncBaseTransport):
 
     async def _retry(self, call: Call) -> Outcome:
         self._check_open()
+        pending, call.pending = call.pending, None
+        if pending is not None:
+            # A strategy admitted the retry on condition of a wait (a rate limit's slot).
+            refusal = await pending.wait()
+            if refusal is not None:
+                return Outcome(error=refusal.error, attempt=call.attempt, refusal=refusal)
         for gate in self._rechecking:
             refusal = gate.ready(call)
             if refusal is not None and refusal.error is not None:
@@ -267,3 +314,10 @@ class RetryTransport(httpx.AsyncBaseTransport):
         finally:
             self._waits.discard(wait)
             wait.cancel()
+
+
+def _chain(around: list[CallStrategy], call: Proceed) -> Proceed:
+    """`call` wrapped by the call strategies, the first outermost."""
+    for strategy in reversed(around):
+        call = functools.partial(strategy.around, proceed=call)
+    return call

@@ -36,8 +36,10 @@ __all__ = [
 
 logger: Final = logging.getLogger("fastapi_retry_http")
 
-Outcome = Literal["success", "retry", "returned", "failed", "cancelled", "hedge_lost"]
-StopReason = Literal["attempts", "deadline", "budget", "breaker", "retry_after"]
+Outcome = Literal["success", "retry", "returned", "failed", "cancelled", "hedge_lost", "refused"]
+StopReason = Literal[
+    "attempts", "deadline", "budget", "breaker", "retry_after", "rate_limit", "throttle", "concurrency"
+]
 CircuitState = Literal["closed", "open", "half_open"]
 
 
@@ -57,10 +59,14 @@ class AttemptEvent:
         outcome: `"success"` (a response that is not a failure), `"retry"` (another attempt
             follows after `wait`), `"returned"` (a retryable failure given to the caller
             because `reason` ended the retries), `"failed"` (not retryable), `"cancelled"`
-            (the caller went away), `"hedge_lost"` (another attempt answered first).
+            (the caller went away), `"hedge_lost"` (another attempt answered first),
+            `"refused"` (a strategy refused the call before its first attempt: nothing was sent).
         wait: Seconds before the next attempt, for `"retry"`; otherwise `None`.
-        reason: Why the call stopped retrying, for `"returned"`: `"attempts"`, `"deadline"`,
-            `"budget"`, `"breaker"` or `"retry_after"`; otherwise `None`.
+        reason: Why the call stopped retrying, for `"returned"`, or why it was refused, for
+            `"refused"`: `"attempts"`, `"deadline"`, `"budget"`, `"breaker"`, `"retry_after"`,
+            `"rate_limit"`, `"throttle"` or `"concurrency"`; otherwise `None`.
+        injected: Whether the outcome was injected by chaos (`fastapi_retry_http.chaos`), so
+            that dashboards and alerts can tell a drill from an outage.
     """
 
     client: str
@@ -73,6 +79,7 @@ class AttemptEvent:
     outcome: Outcome
     wait: float | None = None
     reason: StopReason | None = None
+    injected: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from .attempts import Call, Outcome
-from .gates import Refusal
 from .send import discard
+from .strategy import Refusal
+
+if TYPE_CHECKING:
+    from .admission import Waiting
 
 __all__ = ["race"]
 
 Attempt = Callable[[Callable[[], bool]], Awaitable[Outcome]]
 
 
-async def race(call: Call, attempt: Attempt, admit: Callable[[], Refusal | None]) -> tuple[Outcome, str | None]:
+async def race(
+    call: Call, attempt: Attempt, admit: Callable[[], Refusal | Waiting | None]
+) -> tuple[Outcome, str | None]:
     """
     Run hedged attempts of `call`: the winner (or the last failure), and why hedging stopped
     early (a gate's refusal), if it did.
@@ -37,8 +43,14 @@ async def race(call: Call, attempt: Attempt, admit: Callable[[], Refusal | None]
     stopped: str | None = None
     last: Outcome | None = None
 
-    def launch() -> None:
-        running.add(asyncio.ensure_future(attempt(lambda: decided)))
+    def launch(pending: Waiting | None = None) -> None:
+        running.add(asyncio.ensure_future(attempt(lambda: decided) if pending is None else after(pending)))
+
+    async def after(pending: Waiting) -> Outcome:
+        refusal = await pending.wait()
+        if refusal is not None:
+            return Outcome(refusal=refusal, attempt=call.attempt)
+        return await attempt(lambda: decided)
 
     launch()
     launched = 1
@@ -50,6 +62,9 @@ async def race(call: Call, attempt: Attempt, admit: Callable[[], Refusal | None]
             winner = None
             for task in done:
                 outcome = task.result()
+                if outcome.refusal is not None:
+                    stopped = outcome.refusal.reason  # a hedge that waited for a slot, then refused
+                    continue
                 if winner is None and not outcome.retryable:
                     winner = outcome
                     continue
@@ -61,11 +76,11 @@ async def race(call: Call, attempt: Attempt, admit: Callable[[], Refusal | None]
             if more and (not done or not running):
                 # The delay passed with no answer, or every attempt failed: the next hedge.
                 refusal = admit()
-                if refusal is None:
-                    launch()
-                    launched += 1
-                else:
+                if isinstance(refusal, Refusal):
                     stopped = refusal.reason
+                else:
+                    launch(refusal)
+                    launched += 1
         assert last is not None
         return last, stopped
     finally:

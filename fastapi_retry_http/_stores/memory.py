@@ -11,8 +11,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol, Self
 
-from .breaker import BreakerState, CircuitBreaker
-from .budget import BudgetCounter, RetryBudget
+from .._strategies.breaker import BreakerState, CircuitBreaker
+from .._strategies.budget import BudgetCounter, RetryBudget
 
 __all__ = ["MemoryStore", "StateStore"]
 
