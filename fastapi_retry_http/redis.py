@@ -32,12 +32,14 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import urllib.parse
 from types import TracebackType
 from typing import Any, Final, Self
 
-from ._stores.fleet import FleetBreakerState, FleetBudgetCounter
-from ._stores.fleet_sync import SCRIPT, adopt, breaker_args, bucket_ms
+from . import _clock
+from ._stores.fleet import DEFAULT_PREFIX, FleetBreakerState, FleetBudgetCounter
+from ._stores.fleet_sync import SCRIPT, adopt, breaker_args, bucket_ms, lease_ms, max_break_ms, parse_reply
 from ._strategies.breaker import CircuitBreaker
 from ._strategies.budget import RetryBudget
 
@@ -54,8 +56,6 @@ __all__ = ["DEFAULT_PREFIX", "FLUSH_INTERVAL", "PROBE_LEASE", "REDIS_TIMEOUT", "
 
 logger: Final = logging.getLogger("fastapi_retry_http")
 
-#: The start of every key.
-DEFAULT_PREFIX: Final = "fastapi_retry_http"
 #: Seconds between two flushes (and refreshes) of one store: fleet counts lag by at most this.
 FLUSH_INTERVAL: Final = 0.1
 #: Seconds between two tries while Redis is unreachable.
@@ -66,16 +66,37 @@ REDIS_TIMEOUT: Final = 0.05
 PROBE_LEASE: Final = 5.0
 
 
+#: Shown in place of a URL that cannot be shown safely.
+UNPARSABLE: Final = "<unparsable Redis URL>"
+_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
+_HOST: Final = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+")
+_DATABASE: Final = re.compile(r"/\d{0,6}")
+_SOCKET: Final = re.compile(r"/[A-Za-z0-9._/-]*")
+
+
 def redacted(url: str) -> str:
-    """`url` without its user and password, for log lines."""
+    """
+    `url` with nothing that may be a credential, for log lines, reprs and errors.
+
+    Only what is certainly not a secret is kept: a known scheme, the host, the port and the
+    database number (or a socket's path); user, password and query never. A URL that does not
+    parse as one of those (`redis//:pw@host`, `redis:/:pw@host`, `default:pw@host`) is shown
+    as `<unparsable Redis URL>`: a malformed URL may carry its password anywhere.
+    """
     try:
         parts = urllib.parse.urlsplit(url)
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
-        return "<unparsable Redis URL>"
+        return UNPARSABLE
     userinfo = "***@" if "@" in parts.netloc else ""
-    return urllib.parse.urlunsplit((parts.scheme, f"{userinfo}{host}{port}", parts.path, "", ""))
+    if parts.scheme == "unix" and not host and _SOCKET.fullmatch(parts.path):
+        return f"unix://{userinfo}{parts.path}"
+    if parts.scheme not in _SCHEMES or not _HOST.fullmatch(host):
+        return UNPARSABLE
+    path = parts.path if _DATABASE.fullmatch(parts.path) else ""
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{userinfo}{host}{port}{path}"
 
 
 class _Client:
@@ -86,6 +107,8 @@ class _Client:
         self.base = f"{prefix}:{{{name}}}"
         self.budget: FleetBudgetCounter | None = None
         self.breaker: FleetBreakerState | None = None
+        #: Whether a warning about values not written by this library was logged.
+        self.warned = False
 
 
 class RedisStore:
@@ -267,31 +290,59 @@ class RedisStore:
         if entry.budget is not None:
             entry.budget.fleet = None
         if entry.breaker is not None:
-            entry.breaker.fleet = None
-            entry.breaker.lease = False
+            entry.breaker.go_local()
 
     async def _sync(self, entry: _Client) -> None:
         budget, breaker = entry.budget, entry.breaker
-        requests, retries = budget.take() if budget is not None else (0, 0)
+        now = _clock.monotonic()
+        taken = budget.take() if budget is not None else (0, 0)
         budget_ms = bucket_ms(budget.window) if budget is not None else 0
-        args: list[Any] = [budget_ms, requests, retries]
+        args: list[Any] = [budget_ms, *taken]
         if breaker is None:
-            args += [0, 0, 0, "", 0, 0, "", "0", 1, 1]
+            args += [0, 0, 0, "", 0, 1, "", "0", 1, 1, "0", 1, ""]
         else:
-            unpublished = breaker.closed_here, breaker.seen_open_until
-            args += breaker_args(breaker, self.interval, self._probe_lease)
+            decided, publish, attempts = breaker.decided, breaker.publish, breaker.pending_attempts
+            failures = breaker.pending_failures
+            args += breaker_args(breaker, now, self._probe_lease)
         base = entry.base
         keys = [f"{base}:budget:{budget_ms * 10}", f"{base}:breaker:{args[3] * 10}"]
-        keys += [f"{base}:open", f"{base}:tripped", f"{base}:probe"]
+        keys += [f"{base}:open", f"{base}:tripped", f"{base}:probe", f"{base}:closed"]
         try:
-            reply = await self._script(keys=keys, args=args)
+            raw = await self._script(keys=keys, args=args)
         except BaseException:
-            if breaker is not None:  # what this flush was to publish is published by the next one
-                breaker.closed_here, breaker.seen_open_until = unpublished
+            # Nothing of this flush is lost: its counts and its change go with the next one.
+            if budget is not None:
+                budget.untake(taken)
+            if breaker is not None:
+                breaker.untake((attempts, failures))
+                if breaker.decided == decided:
+                    breaker.publish = publish
             raise
-        req, ret, att, fail, open_ms, streak, granted, probe_ms = (int(x) for x in reply)
+        if breaker is None:
+            reply = parse_reply(raw, 1, 1)
+        else:
+            reply = parse_reply(raw, max_break_ms(breaker), lease_ms(breaker, self._probe_lease))
+        if reply is None or reply.dropped:
+            self._distrust(entry)
+        if reply is None:
+            return
         if budget is not None:
-            budget.fleet = (req, ret)
+            budget.fleet = (reply.requests, reply.retries)
         if breaker is not None:
-            breaker.fleet = (att, fail)
-            adopt(entry.name, breaker, self.interval, open_ms, streak, bool(granted), probe_ms)
+            breaker.fleet = (reply.attempts, reply.failures)
+            adopt(breaker, _clock.monotonic(), reply, decided, self.interval, self._probe_lease)
+
+    def _distrust(self, entry: _Client) -> None:
+        """Values in Redis that are not ours were dropped or cut: say so once per client."""
+        if entry.warned:
+            return
+        entry.warned = True
+        logger.warning(
+            "%s: Redis store %s held values this library did not write (not numbers, negative, too large, "
+            "dated in the future, or a break longer than max_break_duration); they were ignored. "
+            "Does another app use the prefix %r?",
+            entry.name,
+            redacted(self._url),
+            self.prefix,
+            extra={"client": entry.name, "redis": redacted(self._url)},
+        )
