@@ -85,11 +85,12 @@ class BreakerState:
         return max(0.0, self.open_until - now, self.probe_until - now) if self.tripped else 0.0
 
     def count(self, now: float, failed: bool, random: Callable[[], float]) -> None:
-        """Count one attempt that is not a probe; open at the ratio when closed."""
+        """Count one attempt that is not a probe; a failure opens it at the ratio when closed."""
         attempts, failures = self.counted(now, failed)
         config = self.config
         if (
-            not self.tripped
+            failed
+            and not self.tripped
             and attempts >= config.minimum_throughput
             and failures >= config.failure_ratio * attempts
         ):
