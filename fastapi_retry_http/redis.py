@@ -32,14 +32,13 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
-import urllib.parse
 from types import TracebackType
 from typing import Any, Final, Self
 
-from . import _clock
 from ._stores.fleet import DEFAULT_PREFIX, FleetBreakerState, FleetBudgetCounter
-from ._stores.fleet_sync import SCRIPT, adopt, breaker_args, bucket_ms, lease_ms, max_break_ms, parse_reply
+from ._stores.fleet_sync import SCRIPT
+from ._stores.redis_sync import Entry, sync
+from ._stores.redis_urls import redacted as redacted  # re-exported: tests and logs use it
 from ._strategies.breaker import CircuitBreaker
 from ._strategies.budget import RetryBudget
 
@@ -64,51 +63,6 @@ OUTAGE_INTERVAL: Final = 0.5
 REDIS_TIMEOUT: Final = 0.05
 #: Seconds one process holds the half-open probe lease (others keep the breaker open meanwhile).
 PROBE_LEASE: Final = 5.0
-
-
-#: Shown in place of a URL that cannot be shown safely.
-UNPARSABLE: Final = "<unparsable Redis URL>"
-_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
-_HOST: Final = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+")
-_DATABASE: Final = re.compile(r"/\d{0,6}")
-_SOCKET: Final = re.compile(r"/[A-Za-z0-9._/-]*")
-
-
-def redacted(url: str) -> str:
-    """
-    `url` with nothing that may be a credential, for log lines, reprs and errors.
-
-    Only what is certainly not a secret is kept: a known scheme, the host, the port and the
-    database number (or a socket's path); user, password and query never. A URL that does not
-    parse as one of those (`redis//:pw@host`, `redis:/:pw@host`, `default:pw@host`) is shown
-    as `<unparsable Redis URL>`: a malformed URL may carry its password anywhere.
-    """
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return UNPARSABLE
-    userinfo = "***@" if "@" in parts.netloc else ""
-    if parts.scheme == "unix" and not host and _SOCKET.fullmatch(parts.path):
-        return f"unix://{userinfo}{parts.path}"
-    if parts.scheme not in _SCHEMES or not _HOST.fullmatch(host):
-        return UNPARSABLE
-    path = parts.path if _DATABASE.fullmatch(parts.path) else ""
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{userinfo}{host}{port}{path}"
-
-
-class _Client:
-    """One client name's local state and Redis keys."""
-
-    def __init__(self, prefix: str, name: str) -> None:
-        self.name = name
-        self.base = f"{prefix}:{{{name}}}"
-        self.budget: FleetBudgetCounter | None = None
-        self.breaker: FleetBreakerState | None = None
-        #: Whether a warning about values not written by this library was logged.
-        self.warned = False
 
 
 class RedisStore:
@@ -152,7 +106,7 @@ class RedisStore:
         self.interval = interval
         self._timeout = timeout
         self._probe_lease = probe_lease
-        self._clients: dict[str, _Client] = {}
+        self._clients: dict[str, Entry] = {}
         self._redis: Any = None
         self._script: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -180,10 +134,10 @@ class RedisStore:
             entry.breaker = FleetBreakerState(breaker)
         return entry.breaker
 
-    def _entry(self, client: str) -> _Client:
+    def _entry(self, client: str) -> Entry:
         entry = self._clients.get(client)
         if entry is None:
-            entry = self._clients[client] = _Client(self.prefix, client)
+            entry = self._clients[client] = Entry(self.prefix, client)
         return entry
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -286,53 +240,18 @@ class RedisStore:
         return True
 
     @staticmethod
-    def _go_local(entry: _Client) -> None:
+    def _go_local(entry: Entry) -> None:
         if entry.budget is not None:
             entry.budget.fleet = None
         if entry.breaker is not None:
             entry.breaker.go_local()
 
-    async def _sync(self, entry: _Client) -> None:
-        budget, breaker = entry.budget, entry.breaker
-        now = _clock.monotonic()
-        taken = budget.take() if budget is not None else (0, 0)
-        budget_ms = bucket_ms(budget.window) if budget is not None else 0
-        args: list[Any] = [budget_ms, *taken]
-        if breaker is None:
-            args += [0, 0, 0, "", 0, 1, "", "0", 1, 1, "0", 1, ""]
-        else:
-            decided, publish, attempts = breaker.decided, breaker.publish, breaker.pending_attempts
-            failures = breaker.pending_failures
-            args += breaker_args(breaker, now, self._probe_lease)
-        base = entry.base
-        keys = [f"{base}:budget:{budget_ms * 10}", f"{base}:breaker:{args[3] * 10}"]
-        keys += [f"{base}:open", f"{base}:tripped", f"{base}:probe", f"{base}:closed"]
-        try:
-            raw = await self._script(keys=keys, args=args)
-        except BaseException:
-            # Nothing of this flush is lost: its counts and its change go with the next one.
-            if budget is not None:
-                budget.untake(taken)
-            if breaker is not None:
-                breaker.untake((attempts, failures))
-                if breaker.decided == decided:
-                    breaker.publish = publish
-            raise
-        if breaker is None:
-            reply = parse_reply(raw, 1, 1)
-        else:
-            reply = parse_reply(raw, max_break_ms(breaker), lease_ms(breaker, self._probe_lease))
+    async def _sync(self, entry: Entry) -> None:
+        reply = await sync(entry, self._script, self.interval, self._probe_lease)
         if reply is None or reply.dropped:
             self._distrust(entry)
-        if reply is None:
-            return
-        if budget is not None:
-            budget.fleet = (reply.requests, reply.retries)
-        if breaker is not None:
-            breaker.fleet = (reply.attempts, reply.failures)
-            adopt(breaker, _clock.monotonic(), reply, decided, self.interval, self._probe_lease)
 
-    def _distrust(self, entry: _Client) -> None:
+    def _distrust(self, entry: Entry) -> None:
         """Values in Redis that are not ours were dropped or cut: say so once per client."""
         if entry.warned:
             return

@@ -19,6 +19,7 @@ Bounded: a derandomized run (a fixed sequence) and a random one, a few seconds e
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 
@@ -114,10 +115,11 @@ class Model:
             return
         self.attempts += 1
         self.failures += result == "upstream_failure"
-        if result == "upstream_failure" and not self.tripped and self.attempts >= CONFIG.minimum_throughput:
-            if self.failures >= CONFIG.failure_ratio * self.attempts:
-                self.trip()
-                self.observe()
+        enough = self.attempts >= CONFIG.minimum_throughput
+        ratio = self.failures >= CONFIG.failure_ratio * self.attempts
+        if result == "upstream_failure" and not self.tripped and enough and ratio:
+            self.trip()
+            self.observe()
 
     def trip(self) -> None:
         self.tripped = True
@@ -206,7 +208,7 @@ class BreakerMachine(RuleBasedStateMachine):
     @invariant()
     def every_change_heard_once(self) -> None:
         assert self.heard == self.model.changes
-        for (_, before), (after, _) in zip(self.heard, self.heard[1:], strict=False):
+        for (_, before), (after, _) in itertools.pairwise(self.heard):
             assert before == after  # a chain: nothing missed, nothing twice
 
     def teardown(self) -> None:

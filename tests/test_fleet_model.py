@@ -18,6 +18,7 @@ replays. Bounded: a derandomized run and a random one, each well under a minute.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from collections.abc import Coroutine, Iterator
@@ -87,7 +88,7 @@ class FleetMachine(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         prefix = f"model-{uuid.uuid4().hex[:8]}"
         self.base = f"{prefix}:{{billing}}"
-        self.stores = [RedisStore(self.server.url, prefix=prefix, interval=10.0, timeout=0.05) for _ in range(2)]
+        self.stores = [RedisStore(self.server.url, prefix=prefix, interval=10.0, timeout=0.5) for _ in range(2)]
         for store in self.stores:
             self.run(store.start())
         self.processes = [Process(store) for store in self.stores]
@@ -172,7 +173,7 @@ class FleetMachine(RuleBasedStateMachine):
     def heard_once_and_never_closed_without_success(self) -> None:
         for process in self.processes:
             heard = process.heard
-            for (_, before), (after, _) in zip(heard, heard[1:], strict=False):
+            for (_, before), (after, _) in itertools.pairwise(heard):
                 assert before == after  # a chain: nothing missed, nothing twice
             for previous, current in heard[process.checked :]:
                 if previous == "closed":

@@ -47,8 +47,8 @@ def prefix() -> str:
 async def manual(redis_server: RedisServer, prefix: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
     """Two stores (two processes, as far as the state goes) flushed only by the test."""
     async with (
-        RedisStore(redis_server.url, prefix=prefix, interval=MANUAL) as a,
-        RedisStore(redis_server.url, prefix=prefix, interval=MANUAL) as b,
+        RedisStore(redis_server.url, prefix=prefix, interval=MANUAL, timeout=1.0) as a,
+        RedisStore(redis_server.url, prefix=prefix, interval=MANUAL, timeout=1.0) as b,
     ):
         yield a, b
 
@@ -65,13 +65,18 @@ async def test_an_idle_lease_holder_lets_go_and_does_not_take_it_back(
     r = redis_asyncio.Redis.from_url(redis_server.url)
 
     async def lease_holder() -> bytes | None:
-        holder: bytes | None = await r.get(f"{prefix}:{{billing}}:probe")
+        holder = await r.get(f"{prefix}:{{billing}}:probe")
+        assert holder is None or isinstance(holder, bytes)
         return holder
 
     heard_one, heard_two = Recorder(), Recorder()
     async with (
-        Client(upstream.url, name="billing", retry=ONCE, circuit_breaker=BREAKER, store=a, instrumentation=[heard_one]) as one,
-        Client(upstream.url, name="billing", retry=ONCE, circuit_breaker=BREAKER, store=b, instrumentation=[heard_two]) as two,
+        Client(
+            upstream.url, name="billing", retry=ONCE, circuit_breaker=BREAKER, store=a, instrumentation=[heard_one]
+        ) as one,
+        Client(
+            upstream.url, name="billing", retry=ONCE, circuit_breaker=BREAKER, store=b, instrumentation=[heard_two]
+        ) as two,
     ):
         upstream.script("/fail", *[503] * 4)
         for _ in range(4):
@@ -114,7 +119,8 @@ async def test_apps_with_their_own_prefix_never_share_a_breaker(
     first = HttpClientsSettings().http_clients_store()
     monkeypatch.setenv("HTTP_CLIENTS_REDIS_PREFIX", "app-b")
     second = HttpClientsSettings().http_clients_store()
-    assert isinstance(first, RedisStore) and isinstance(second, RedisStore)
+    assert isinstance(first, RedisStore)
+    assert isinstance(second, RedisStore)
     assert (first.prefix, second.prefix) == ("app-a", "app-b")
     async with (
         first,

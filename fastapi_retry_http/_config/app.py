@@ -58,7 +58,7 @@ class HttpClientsSettings(BaseSettings):
 
     http_clients: dict[str, ClientSettings] = {}
     http_clients_redis_url: SecretStr | None = None
-    http_clients_redis_prefix: str = Field(DEFAULT_PREFIX, min_length=1, max_length=200, pattern=r"^[^{}\s]+$")
+    http_clients_redis_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1, max_length=200, pattern=r"^[^{}\s]+$")
 
     def http_clients_store(self) -> StateStore:
         """
@@ -69,7 +69,8 @@ class HttpClientsSettings(BaseSettings):
         ```
 
         A `fastapi_retry_http.redis.RedisStore` when `http_clients_redis_url` is set (needs the
-        `redis` extra; its keys start with `http_clients_redis_prefix`), else a `MemoryStore` (every process on its own).
+        `redis` extra; its keys start with `http_clients_redis_prefix`), else a `MemoryStore`
+        (every process on its own).
         """
         if self.http_clients_redis_url is None:
             return MemoryStore()

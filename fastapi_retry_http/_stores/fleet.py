@@ -2,12 +2,12 @@
 Local state with a fleet view merged in: what a shared store (Redis) hands to the gates.
 
 `FleetBudgetCounter` and `FleetBreakerState` *are* the local `BudgetCounter` and
-`BreakerState` (the gates do not change; the breaker's state machine is the same): every count goes into the local buckets as before,
-and into a small "pending" tally that the store flushes in the background. After each flush
-the store sets `fleet`, the fleet's totals over the window (this process's flushed counts
-included); decisions then use those totals plus what is pending here. While `fleet` is
-`None` (no flush has succeeded yet, or the store is unreachable) they use the local buckets:
-exactly the `MemoryStore` behaviour.
+`BreakerState` (the gates and the breaker's state machine do not change): every count goes
+into the local buckets as before, and into a small "pending" tally that the store flushes in
+the background. After each flush the store sets `fleet`, the fleet's totals over the window
+(this process's flushed counts included); decisions then use those totals plus what is
+pending here. While `fleet` is `None` (no flush has succeeded yet, or the store is
+unreachable) they use the local buckets: exactly the `MemoryStore` behaviour.
 
 Nothing here does I/O: the request path only reads and bumps integers.
 """

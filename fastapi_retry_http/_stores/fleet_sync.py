@@ -153,7 +153,7 @@ class Reply:
 
 def _bounded(value: object, low: int, high: int) -> int:
     """`value` as an integer within [low, high]; `ValueError` when it is not a number at all."""
-    number = int(value)  # type: ignore[call-overload]
+    number: int = int(value)  # type: ignore[call-overload]
     return max(low, min(high, number))
 
 
