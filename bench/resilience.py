@@ -1,7 +1,9 @@
 """
 The resilience tools measured: hedging against a slow tail, the breaker through an outage,
 and what the breaker costs on the success path. Run with `uv run --group bench python -m
-bench.resilience` (about 90 s); it prints markdown tables and writes bench/results/.
+bench.resilience` (about 2 minutes; `--quick` about 40 s); it prints markdown tables and
+writes bench/results/. The recovery table (seconds from the upstream's recovery to the first
+success, local and fleet) comes from `bench/recovery.py`.
 
 The upstream is a small asyncio HTTP server in its own process on loopback; load comes from
 callers in this process; upstream load is counted as the attempts the client sent (events).
@@ -21,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from bench import recovery
 from fastapi_retry_http import AttemptEvent, CircuitBreaker, Client, RetryPolicy
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -181,7 +184,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--outage", type=float, default=10.0)
+    parser.add_argument("--quick", action="store_true", help="fewer calls, shorter outages and breaks")
     args = parser.parse_args()
+    if args.quick:
+        args.calls, args.outage = 400, 4.0
     RESULTS.mkdir(exist_ok=True)
     results: dict[str, Any] = {}
     process, mode, port = start_upstream(slow_share=0.05)
@@ -196,7 +202,8 @@ def main() -> None:
             for breaker in (False, True):
                 key = f"outage ({label}): breaker {'on' if breaker else 'off'}"
                 results[key] = asyncio.run(outage(port, mode, failure, breaker, args.outage))
-        results["success path"] = asyncio.run(success_cost(port, 5, 2000))
+        results["success path"] = asyncio.run(success_cost(port, 2 if args.quick else 5, 2000))
+        results["recovery"] = recovery.measure(port, mode, args.quick)
     finally:
         process.kill()
     (RESULTS / "resilience.json").write_text(json.dumps(results, indent=1))
@@ -267,6 +274,7 @@ def render(results: dict[str, Any]) -> str:
                 f"{fmt(row['recovered_after_s'], 's')} |"
             )
     cost = results["success path"]
+    out += ["", recovery.render(results["recovery"])] if "recovery" in results else []
     out += [
         "",
         f"Success path at C=16: {cost['off_us']:.1f} µs per call with the breaker off, "
