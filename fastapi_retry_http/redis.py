@@ -8,10 +8,23 @@ extra (`pip install 'fastapi-retry-http[redis]'`).
 Local first. The gates read and bump the local state (`_stores/fleet.py`), never Redis.
 A background task, every `interval` (100 ms), runs one Lua script per client: it adds this
 process's counts since the last run into per-bucket hash fields keyed by Redis server time,
-publishes a break opened or closed here, takes the probe lease when a break is over, and
-returns the fleet's totals and break, which the local state then decides with. When Redis is
-down, slow or misconfigured, the local state simply goes on alone (one WARNING per outage,
-one INFO on recovery) and the task keeps trying.
+publishes a break opened or closed here, asks for the probe lease when a call here waits for
+it, and returns the fleet's totals and break, which the local state then decides with. When
+Redis is down, slow or misconfigured, the local state goes on alone, exactly as with a
+`MemoryStore` (one WARNING per outage, one INFO on recovery); a failed flush's counts and
+changes go with the next one.
+
+What it trusts, and what it bounds. Anything in Redis may have been written by another app
+on the same prefix, an older version, or a bug, so nothing read back is obeyed as it is:
+the script drops hash fields that are not counts (not a number, negative, over 10^8 in one
+bucket, dated in the future, of an unknown kind) and removes keys of the wrong type; it cuts
+an `open` key's TTL to `max_break_duration`, the probe lease's to the lease (at most
+`break_duration`), and any TTL that is missing or longer than ours; the client bounds the
+reply once more. What was dropped or cut is logged once per client (WARNING). What it does
+trust: the presence of `open`/`tripped` (a break, capped as above) and a new value of the
+`closed` marker (another process's probe succeeded). A writer that can set those can open
+breakers for at most `max_break_duration` at a time, or close them early; give each app its
+own prefix (`http_clients_redis_prefix`) and keep strangers off the Redis.
 
 Keys, all with a TTL, for a client `billing` and the default prefix (`{...}` is a Redis
 Cluster hash tag: one client's keys sit on one slot):
@@ -24,6 +37,7 @@ Cluster hash tag: one client's keys sit on one slot):
   rest of the break; expiry is the move to half-open); value: times opened in a row.
 - `fastapi_retry_http:{billing}:tripped`: present from opening until a probe succeeds.
 - `fastapi_retry_http:{billing}:probe`: the half-open probe lease (`SET NX PX`), by token.
+- `fastapi_retry_http:{billing}:closed`: a marker that changes with every close by a probe.
 """
 
 from __future__ import annotations
@@ -61,7 +75,7 @@ FLUSH_INTERVAL: Final = 0.1
 OUTAGE_INTERVAL: Final = 0.5
 #: Seconds Redis may take to connect or answer before the store counts it as down.
 REDIS_TIMEOUT: Final = 0.05
-#: Seconds one process holds the half-open probe lease (others keep the breaker open meanwhile).
+#: The longest one process holds the fleet's probe lease (at most the breaker's break_duration).
 PROBE_LEASE: Final = 5.0
 
 
@@ -86,7 +100,9 @@ class RedisStore:
         prefix: The start of every key, to keep apps on one Redis apart.
         interval: Seconds between two flushes of the local counts (at most 0.1 by default).
         timeout: Seconds Redis may take to connect or answer before it counts as down.
-        probe_lease: Seconds one process may hold the half-open probe before another may take it.
+        probe_lease: Seconds one process may hold the fleet's half-open probe lease before
+            another may take it; never more than the breaker's `break_duration`. A process
+            with no call to probe with gives it up at its next flush.
     """
 
     def __init__(
