@@ -199,8 +199,8 @@ class BreakerMachine(RuleBasedStateMachine):
     @invariant()
     def bounded(self) -> None:
         state, now = self.state, self.model.now
-        assert state.open_until - now <= CONFIG.max_break_duration  # no break beyond the cap
-        assert state.probe_until - now <= CONFIG.break_duration  # a lease, never held for good
+        assert state.open_until - now <= CONFIG.max_break_duration + 1e-9  # no break beyond the cap
+        assert state.probe_until - now <= CONFIG.break_duration + 1e-9  # a lease, never held for good
         leases = [c.state.get(state) for c in self.flying.values() if c.state is not None]
         holders = [held for held in leases if isinstance(held, tuple) and held[0] == state.lease_number]
         assert len(holders) <= 1 or not state.probe_out(now)  # one probe at a time
