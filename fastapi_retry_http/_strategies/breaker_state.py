@@ -193,9 +193,9 @@ class BreakerState:
         self._tell(current, previous, self.open_until - now if current == "open" else None)
 
     def _tell(self, current: CircuitState, previous: CircuitState, retry_after: float | None) -> None:
-        self._listeners = alive = [ref for ref in self._listeners if ref() is not None]
-        for ref in alive:
-            listener = ref()
+        listeners = [(ref, ref()) for ref in self._listeners]
+        self._listeners = [ref for ref, listener in listeners if listener is not None]  # gates gone
+        for _, listener in listeners:
             if listener is not None:
                 listener(current, previous, retry_after)
 
