@@ -51,7 +51,8 @@ def test_a_retry_that_is_the_probe_goes_and_others_wait() -> None:
 
 
 def test_a_listener_that_went_away_is_dropped() -> None:
-    now, state, heard = [0.0], BreakerState(CONFIG), []
+    now, state = [0.0], BreakerState(CONFIG)
+    heard: list[CircuitEvent] = []
     gone = gate_on(state, now)
     kept = gate_on(state, now, heard)
     del gone
