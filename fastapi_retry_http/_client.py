@@ -20,9 +20,10 @@ from ._pipeline.events import Instrument
 from ._pipeline.policy import RetryPolicy
 from ._pipeline.send import STREAM_EXTENSION
 from ._pipeline.transport import POLICY_EXTENSION, RetryTransport
+from ._safety.cookies import ServiceHttpxClient
 from ._safety.headers import header_problem
 from ._safety.redact import install_httpx_log_redactor
-from ._safety.redirects import guard_redirect, remember_origin
+from ._safety.redirects import remember_first_hop
 from ._safety.size_cap import ACCEPT_ENCODING
 from ._safety.urls import check_path
 from ._stores.memory import StateStore
@@ -109,6 +110,10 @@ class Client(HttpMethods):
             default.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
+        keep_cookies: Store cookies from responses (`Set-Cookie`) and send them on later calls.
+            Off by default: a client shared by a service's callers must not carry one end
+            user's upstream session into another's call. Cookies put on `.httpx.cookies` are
+            sent either way.
     """
 
     def __init__(
@@ -133,6 +138,7 @@ class Client(HttpMethods):
         circuit_breaker: CircuitBreaker | None = None,
         store: StateStore | None = None,
         instrumentation: Iterable[Instrument] = (),
+        keep_cookies: bool = False,
     ) -> None:
         self.retry = retry if retry is not None else RetryPolicy()
         base = httpx.URL(base_url)
@@ -159,10 +165,11 @@ class Client(HttpMethods):
         # Only the codings the transport decodes with bounded memory (see _safety/size_cap.py).
         headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
         hooks = {"request": [], "response": [], **(event_hooks or {})}
-        if follow_redirects:
-            # First, so that user hooks see the request as it will be sent.
-            hooks["request"] = [guard_redirect, *hooks["request"]]
-        self.httpx = httpx.AsyncClient(
+        # First of all: every request that takes httpx's send loop (the one that follows
+        # redirects, whenever they are turned on) remembers its origin for the redirect guard.
+        hooks["request"] = [remember_first_hop, *hooks["request"]]
+        self.httpx = ServiceHttpxClient(
+            keep_cookies=keep_cookies,
             base_url=base,
             headers=headers,
             timeout=timeout,
@@ -176,8 +183,9 @@ class Client(HttpMethods):
         )
         self._allow_absolute_urls = allow_absolute_urls or not str(base)
         self._closed = False
-        # Chosen once: redirects and event hooks need httpx's send loop (see `request`).
-        lean = LEAN_PATH and not follow_redirects and not any(hooks.values())
+        # Chosen once: event hooks and kept cookies need httpx's send loop (see `request`);
+        # redirects are checked per call, as they can be turned on later.
+        lean = LEAN_PATH and not keep_cookies and not any((event_hooks or {}).values())
         self._lean = LeanPath(self.httpx, self._transport) if lean else None
 
     @classmethod
@@ -332,6 +340,4 @@ class Client(HttpMethods):
             timeout=httpx.USE_CLIENT_DEFAULT if timeout is USE_CLIENT_DEFAULT else checked_timeout(timeout),
             extensions=extensions,
         )
-        if self.httpx.follow_redirects:
-            remember_origin(request, private=[*self.httpx.headers.keys(), *(headers or {}).keys()])
         return request

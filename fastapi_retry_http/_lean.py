@@ -17,6 +17,7 @@ import httpx
 from ._arguments import checked_timeout
 from ._pipeline.policy import RetryPolicy
 from ._pipeline.transport import POLICY_EXTENSION, RetryTransport
+from ._safety.redirects import remember_first_hop
 from ._types import (
     USE_CLIENT_DEFAULT,
     QueryParams,
@@ -62,12 +63,14 @@ class LeanPath:
         set later through `.httpx`; then the call takes the full path.
         """
         client = self.httpx
+        hooks = client.event_hooks
         return (
             client.auth is None
             and not client.follow_redirects
             and not client.params
             and not client.cookies
-            and not any(client.event_hooks.values())
+            and hooks["request"] == [remember_first_hop]
+            and not hooks["response"]
         )
 
     def url(self, path: str) -> httpx.URL | None:

@@ -23,11 +23,8 @@ over live workers (`multiprocess_mode="livemax"`).
 
 from __future__ import annotations
 
-import time
-from contextvars import ContextVar
 from typing import Final
 
-import httpx
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from ._pipeline.events import AttemptEvent, CircuitEvent
@@ -39,12 +36,8 @@ __all__ = ["DURATION_BUCKETS", "PrometheusMetrics"]
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 30, 60)
 #: Methods used as labels as they are; any other is `_OTHER`.
 KNOWN_METHODS: Final = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
-#: The outcomes that end a call (`"retry"` and `"hedge_lost"` do not).
-_FINAL: Final = frozenset({"success", "returned", "failed"})
-
-# When the running call's first attempt started. A call runs in one task (its hedges in copies
-# of its context), and a task runs one call at a time: the value is always the current call's.
-_call_started: ContextVar[float] = ContextVar("fastapi_retry_http_call_started")
+#: The outcomes that end a call (`"retry"`, `"hedge_lost"` and `"cancelled"` do not).
+_FINAL: Final = frozenset({"success", "returned", "failed", "refused"})
 
 
 class PrometheusMetrics:
@@ -65,7 +58,10 @@ class PrometheusMetrics:
         counters = {
             "attempts": ("Attempts sent, by how each ended.", ("client", "method", "outcome")),
             "retries": ("Retries, by what the attempt before gave (status code or error class).", ("client", "reason")),
-            "gave_up": ("Calls that stopped retrying a retryable failure, by why.", ("client", "reason")),
+            "gave_up": (
+                "Calls that stopped retrying a retryable failure, or were refused before any attempt, by why.",
+                ("client", "reason"),
+            ),
         }
         self.attempts, self.retries, self.gave_up = (
             Counter(f"fastapi_retry_http_{name}", doc, labels, registry=registry)
@@ -73,7 +69,7 @@ class PrometheusMetrics:
         )
         self.duration = Histogram(
             "fastapi_retry_http_request_duration_seconds",
-            "Duration of calls, from the first attempt to the last, waits included.",
+            "Wall time of calls, from the call to its answer, waits and hedges included.",
             ("client", "method"),
             buckets=DURATION_BUCKETS,
             registry=registry,
@@ -86,11 +82,6 @@ class PrometheusMetrics:
             multiprocess_mode="livemax",
         )
 
-    def start_attempt(self, request: httpx.Request, attempt: int, client: str) -> None:
-        """Note when a call's first attempt starts, for the call's duration."""
-        if attempt == 1:
-            _call_started.set(time.perf_counter())
-
     def on_attempt(self, event: AttemptEvent) -> None:
         """Count the attempt; count a retry or a give-up; time the call once it ends."""
         method = event.method if event.method in KNOWN_METHODS else "_OTHER"
@@ -101,9 +92,8 @@ class PrometheusMetrics:
         elif event.outcome in _FINAL:
             if event.reason is not None:
                 self.gave_up.labels(event.client, event.reason).inc()
-            started = _call_started.get(None)
-            if started is not None:
-                self.duration.labels(event.client, method).observe(time.perf_counter() - started)
+            if event.call_duration is not None:
+                self.duration.labels(event.client, method).observe(event.call_duration)
 
     def on_circuit(self, event: CircuitEvent) -> None:
         """Set the client's gauge: 1 while open or half-open, 0 once closed."""

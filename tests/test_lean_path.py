@@ -99,14 +99,18 @@ class TestChoice:
             assert not client.httpx.cookies
         assert "cookie" not in seen[1].headers
 
-    async def test_hooks_or_redirects_at_construction_choose_the_full_path_once(self) -> None:
+    async def test_hooks_or_kept_cookies_at_construction_choose_the_full_path_once(self) -> None:
         async def hook(request: httpx.Request) -> None:
             pass
 
         assert Client("http://upstream/")._lean is not None
-        assert Client("http://upstream/", follow_redirects=True)._lean is None
         assert Client("http://upstream/", event_hooks={"request": [hook]})._lean is None
+        assert Client("http://upstream/", keep_cookies=True)._lean is None
         assert Client("http://upstream/", event_hooks={"request": []})._lean is not None
+        # Redirects are decided per call: they can be turned on later through `.httpx`.
+        redirecting = Client("http://upstream/", follow_redirects=True)
+        assert redirecting._lean is not None
+        assert not redirecting._lean.plain()
 
     async def test_userinfo_in_an_absolute_url_takes_the_full_path(self) -> None:
         seen, client = recording()

@@ -142,6 +142,8 @@ class ClientSettings(BaseModel):
             ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `null` for no cap.
         circuit_breaker: Stop sending while the upstream fails
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); unset for none.
+        keep_cookies: Store cookies from responses and send them on later calls (off: a
+            shared client never carries one caller's upstream session into another's call).
     """
 
     model_config = _FORBID
@@ -159,21 +161,13 @@ class ClientSettings(BaseModel):
     backend: Literal["aiohttp", "httpx"] | None = None
     retry_budget: RetryBudget | None = DEFAULT_BUDGET
     circuit_breaker: CircuitBreaker | None = None
+    keep_cookies: bool = False
 
     def client_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of `Client` these settings stand for."""
-        return {
-            "base_url": self.base_url,
-            "headers": self.headers,
-            "timeout": self.timeout,
-            "limits": self.limits.to_httpx(),
-            "http2": self.http2,
-            "verify": self.verify,
-            "proxy": self.proxy,
-            "follow_redirects": self.follow_redirects,
-            "max_response_bytes": self.max_response_bytes,
-            "retry": self.retry,
-            "backend": self.backend,
-            "retry_budget": self.retry_budget,
-            "circuit_breaker": self.circuit_breaker,
-        }
+        """
+        The keyword arguments of `Client` these settings stand for: every field, by its name
+        (a new option is a field here and a keyword of `Client`, nothing more).
+        """
+        kwargs = {name: getattr(self, name) for name in type(self).model_fields}
+        kwargs["limits"] = self.limits.to_httpx()
+        return kwargs

@@ -49,6 +49,8 @@ class Call:
     attempt: int = 0
     #: A retry admitted on condition of a wait, awaited right before it is sent.
     pending: Waiting | None = None
+    #: `time.perf_counter()` when the call began, if anyone listens to its events.
+    started: float = 0.0
     #: Anything a strategy keeps for the call (slots held, a probe's lease), by strategy.
     state: dict[object, object] | None = None
 

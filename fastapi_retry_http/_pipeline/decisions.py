@@ -6,6 +6,7 @@ what each attempt's event says.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 __all__ = ["Decisions", "event", "final_kind", "refused"]
 
 logger: Final = logging.getLogger("fastapi_retry_http")
+
+#: The event outcomes that end a call.
+_ENDS_CALL: Final = frozenset({"success", "returned", "failed"})
 
 #: How many characters of an unusable `Retry-After` value a warning quotes.
 RETRY_AFTER_SHOWN: Final = 40
@@ -105,7 +109,7 @@ def event(
     wait: float | None = None,
     reason: StopReason | None = None,
 ) -> AttemptEvent:
-    """The event of `call`'s latest attempt, which gave `outcome`."""
+    """The event of `call`'s latest attempt, which gave `outcome` (the call's time if it ends it)."""
     response, error = outcome.response, outcome.error
     return AttemptEvent(
         client=call.client,
@@ -119,6 +123,7 @@ def event(
         wait=wait,
         reason=reason,
         injected=outcome.injected,
+        call_duration=time.perf_counter() - call.started if kind in _ENDS_CALL else None,
     )
 
 
@@ -134,6 +139,7 @@ def refused(call: Call, error: Exception, reason: str) -> AttemptEvent:
         duration=0.0,
         outcome="refused",
         reason=reason,  # type: ignore[arg-type]
+        call_duration=time.perf_counter() - call.started,
     )
 
 

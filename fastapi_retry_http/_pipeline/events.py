@@ -67,6 +67,8 @@ class AttemptEvent:
             `"rate_limit"`, `"throttle"` or `"concurrency"`; otherwise `None`.
         injected: Whether the outcome was injected by chaos (`fastapi_retry_http.chaos`), so
             that dashboards and alerts can tell a drill from an outage.
+        call_duration: On the event that ends a call (its final attempt, or its refusal): the
+            call's wall time in seconds, waits and hedges included; otherwise `None`.
     """
 
     client: str
@@ -80,6 +82,7 @@ class AttemptEvent:
     wait: float | None = None
     reason: StopReason | None = None
     injected: bool = False
+    call_duration: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

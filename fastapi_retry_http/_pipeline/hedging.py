@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .attempts import Call, Outcome
-from .send import discard
 from .strategy import Refusal
 
 if TYPE_CHECKING:
@@ -27,14 +26,20 @@ Attempt = Callable[[Callable[[], bool]], Awaitable[Outcome]]
 
 
 async def race(
-    call: Call, attempt: Attempt, admit: Callable[[], Refusal | Waiting | None]
+    call: Call,
+    attempt: Attempt,
+    admit: Callable[[], Refusal | Waiting | None],
+    superseded: Callable[[Outcome, str], Awaitable[None]],
 ) -> tuple[Outcome, str | None]:
     """
     Run hedged attempts of `call`: the winner (or the last failure), and why hedging stopped
-    early (a gate's refusal), if it did.
+    early (a strategy's refusal), if it did.
 
     `attempt(lost)` runs one attempt; `lost()` tells it, once cancelled, whether it lost the
-    race (rather than the caller going away).
+    race (rather than the caller going away). `superseded(outcome, kind)` releases an attempt's
+    outcome that will not be returned and tells of it: `"retry"` for a failure that another
+    attempt followed, `"hedge_lost"` for an answer that came after the winner's. So every
+    attempt sent has exactly one event, as a retried call's attempts have.
     """
     delay = call.policy.hedge_after
     assert delay is not None
@@ -64,14 +69,17 @@ async def race(
                 outcome = task.result()
                 if outcome.refusal is not None:
                     stopped = outcome.refusal.reason  # a hedge that waited for a slot, then refused
-                    continue
-                if winner is None and not outcome.retryable:
+                elif winner is None and not outcome.retryable:
                     winner = outcome
-                    continue
-                if outcome.response is not None:
-                    await discard(outcome.response)
-                last = outcome
+                elif not outcome.retryable:
+                    await superseded(outcome, "hedge_lost")  # answered with the winner, too late
+                else:
+                    if last is not None:
+                        await superseded(last, "retry")
+                    last = outcome
             if winner is not None:
+                if last is not None:
+                    await superseded(last, "retry")
                 return winner, None
             if more and (not done or not running):
                 # The delay passed with no answer, or every attempt failed: the next hedge.

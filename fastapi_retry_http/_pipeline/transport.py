@@ -27,7 +27,10 @@ from typing import Final, Unpack
 import httpx
 
 from .. import _clock
+from .._backends import default_transport
 from .._safety.headers import header_problem
+from .._safety.redirects import guard_hop
+from .._safety.size_cap import DEFAULT_MAX_RESPONSE_BYTES
 from .._stores.memory import MemoryStore, StateStore
 from .._strategies import Context, StrategyOptions, build
 from .._strategies.breaker import BreakerGate
@@ -37,9 +40,9 @@ from . import engine, hedging
 from .admission import Waiting
 from .attempts import Call, Outcome, replayable
 from .decisions import Decisions, event, final_kind, refused
-from .events import Instrument, Instruments, log_gave_up
+from .events import Instrument, Instruments, log_gave_up, log_retry
 from .policy import RetryPolicy
-from .send import Sender
+from .send import Sender, discard
 from .strategy import CallStrategy, Gate, Proceed, Rechecking, Refusal
 
 __all__ = ["ATTEMPTS_EXTENSION", "POLICY_EXTENSION", "RetryTransport"]
@@ -68,11 +71,13 @@ class RetryTransport(httpx.AsyncBaseTransport):
     instead (what `Client.stream()` does).
 
     Args:
-        inner: The transport that sends each attempt; `httpx.AsyncHTTPTransport()` if omitted.
+        inner: The transport that sends each attempt; the default backend (as a `Client`
+            builds it) if omitted.
             It may be replaced later (`transport.inner = ...`), in tests for example.
         policy: How to retry; `RetryPolicy()` if omitted.
         name: The client name written in retry log records and events.
-        max_response_bytes: Refuse bodies larger than this (decoded), read inside the attempt.
+        max_response_bytes: Refuse bodies larger than this (decoded), read inside the attempt;
+            32 MiB for buffered calls by default (as a `Client`), `None` for no cap.
         sleep: Awaited for each backoff wait (default `asyncio.sleep`); tests pass a recorder.
         clock: Monotonic seconds, used for the deadline (default `time.monotonic`, plus the
             waits skipped in no-sleep mode).
@@ -92,7 +97,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
         policy: RetryPolicy | None = None,
         *,
         name: str = "",
-        max_response_bytes: int | None = None,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
         sleep: SleepFn | None = None,
         clock: Callable[[], float] = _clock.monotonic,
         random: Callable[[], float] = _random.random,
@@ -102,7 +107,9 @@ class RetryTransport(httpx.AsyncBaseTransport):
         instrumentation: Iterable[Instrument] = (),
         **options: Unpack[StrategyOptions],
     ) -> None:
-        self._sender = Sender(inner if inner is not None else httpx.AsyncHTTPTransport(), clock, max_response_bytes)
+        # A bare RetryTransport gets what a Client gets: the default backend (safe under
+        # cancellation) and the default size cap.
+        self._sender = Sender(inner if inner is not None else default_transport(), clock, max_response_bytes)
         self.policy = policy if policy is not None else RetryPolicy()
         self.name = name
         self._sleep = sleep
@@ -158,6 +165,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
         if problem is not None:
             # Before any I/O, whatever the backend, and without the value.
             raise httpx.LocalProtocolError(problem, request=request)
+        guard_hop(request)
         if self._around:
             return await self._around(request)
         return await self._call(request)
@@ -168,6 +176,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
         deadline_at = None if policy.deadline is None else self._clock() + policy.deadline
         retries = policy.attempts > 1 and replayable(request.stream)
         call = Call(request, policy, self.name, deadline_at, retries)
+        if self._instruments:
+            call.started = time.perf_counter()
         refusal = self._admit(call)
         if refusal is not None and not isinstance(refusal, Refusal):
             refusal = await refusal.wait()
@@ -177,7 +187,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
             raise refusal.error
         if policy.hedge_after is not None and retries and policy.may_resend(request):
             outcome, stopped = await hedging.race(
-                call, lambda lost: self._attempt(call, lost), lambda: self._admit(call)
+                call, lambda lost: self._attempt(call, lost), lambda: self._admit(call), self._superseded(call)
             )
             self._final_event(call, outcome, stopped)
         else:
@@ -268,6 +278,19 @@ class RetryTransport(httpx.AsyncBaseTransport):
     async def _admitted(self, call: Call) -> Refusal | None:
         answer = self._admit(call)
         return answer if answer is None or isinstance(answer, Refusal) else await answer.wait()
+
+    def _superseded(self, call: Call) -> Callable[[Outcome, str], Awaitable[None]]:
+        """What hedging does with an attempt's outcome it will not return: release, log, tell."""
+
+        async def superseded(outcome: Outcome, kind: str) -> None:
+            if outcome.response is not None:
+                await discard(outcome.response)
+            if kind == "retry":
+                log_retry(call.client, call.request, outcome.attempt, call.policy.attempts, outcome.reason, 0.0)
+            if self._instruments:
+                self._instruments.emit(event(call, outcome, kind, wait=0.0 if kind == "retry" else None))
+
+        return superseded
 
     def _final_event(self, call: Call, outcome: Outcome, stopped: str | None = None) -> None:
         if not self._instruments:

@@ -1,0 +1,60 @@
+"""
+Cookies a shared client must not keep.
+
+httpx stores every `Set-Cookie` of a response in the client's jar and sends it on every later
+request. A service's client is shared by all of its callers, so one end user's upstream
+session would go out on another user's call. Unless a client is built with
+`keep_cookies=True`, its jar sends what it was given (`client.httpx.cookies`) and never takes
+anything from a response, on any path and through any redirect.
+"""
+
+from __future__ import annotations
+
+from http.cookiejar import CookieJar
+from typing import Any
+
+import httpx
+
+__all__ = ["SendOnlyJar", "ServiceHttpxClient", "send_only"]
+
+
+class SendOnlyJar(CookieJar):
+    """A cookie jar that sends the cookies put in it and takes none from responses."""
+
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        """Ignore the response's `Set-Cookie` (what httpx calls after every response)."""
+
+
+#: httpx's own `cookies` property, which the subclass extends.
+_HTTPX_COOKIES: property = httpx.AsyncClient.cookies  # type: ignore[assignment]
+
+
+def send_only(cookies: httpx.Cookies) -> None:
+    """Make `cookies` keep what it holds and take nothing more from responses."""
+    jar = SendOnlyJar()
+    for cookie in cookies.jar:
+        jar.set_cookie(cookie)
+    cookies.jar = jar
+
+
+class ServiceHttpxClient(httpx.AsyncClient):
+    """`httpx.AsyncClient` whose cookie jar, however it is replaced, keeps no response cookies."""
+
+    def __init__(self, *, keep_cookies: bool = False, **kwargs: Any) -> None:
+        #: Whether cookies from responses are kept (`Client(keep_cookies=True)`).
+        self.keeps_cookies = keep_cookies
+        super().__init__(**kwargs)
+        if not keep_cookies:
+            send_only(self.cookies)
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        """The cookies sent with every request (httpx's own property)."""
+        cookies: httpx.Cookies = _HTTPX_COOKIES.fget(self)  # type: ignore[misc]
+        return cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        _HTTPX_COOKIES.fset(self, cookies)  # type: ignore[misc]
+        if not self.keeps_cookies:
+            send_only(self.cookies)
