@@ -15,15 +15,19 @@ from ._config.app import HttpClientsSettings
 from ._config.client import ClientSettings, PoolLimits
 from ._fastapi.lifespan import clients_lifespan, get_client
 from ._fastapi.registry import ClientRegistry, clients
-from ._pipeline.events import AttemptEvent, CircuitEvent
+from ._pipeline.attempts import Call, CallOptions, Outcome
+from ._pipeline.events import AttemptEvent, CircuitEvent, Instrument
 from ._pipeline.policy import RetryPolicy
+from ._pipeline.strategy import Refusal, Strategy
 from ._pipeline.transport import RetryTransport
-from ._stores.memory import MemoryStore
+from ._stores.memory import MemoryStore, StateStore
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
 
 __all__ = [
     "AttemptEvent",
+    "Call",
+    "CallOptions",
     "CircuitBreaker",
     "CircuitEvent",
     "CircuitStatus",
@@ -31,11 +35,16 @@ __all__ = [
     "ClientRegistry",
     "ClientSettings",
     "HttpClientsSettings",
+    "Instrument",
     "MemoryStore",
+    "Outcome",
     "PoolLimits",
+    "Refusal",
     "RetryBudget",
     "RetryPolicy",
     "RetryTransport",
+    "StateStore",
+    "Strategy",
     "__version__",
     "clients",
     "clients_lifespan",

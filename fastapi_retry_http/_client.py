@@ -4,29 +4,27 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Protocol, Self, Unpack
+from typing import Any, Self, Unpack, cast
 
 import httpx
 
-from ._arguments import checked_arguments, checked_timeout
+from ._arguments import checked_arguments
 from ._backends import BackendName, default_transport
-from ._defaults import DEFAULT_BUDGET, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, MAX_REDIRECTS
+from ._defaults import DEFAULT_BUDGET, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
 from ._lean import LeanPath
 from ._methods import HttpMethods
 from ._pipeline.events import Instrument
 from ._pipeline.policy import RetryPolicy
-from ._pipeline.send import STREAM_EXTENSION
-from ._pipeline.transport import POLICY_EXTENSION, RetryTransport
-from ._safety.cookies import ServiceHttpxClient
+from ._pipeline.transport import RetryTransport
 from ._safety.headers import header_problem
 from ._safety.redact import install_httpx_log_redactor
-from ._safety.redirects import remember_first_hop
-from ._safety.size_cap import ACCEPT_ENCODING
 from ._safety.urls import check_path
+from ._service_httpx import ClientConfig, EventHooks, build_request, service_httpx_client
 from ._stores.memory import StateStore
+from ._strategies import OPTIONS, StrategyOptions
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
 from ._types import (
@@ -48,16 +46,6 @@ logger = logging.getLogger("fastapi_retry_http")
 #: Whether clients that need nothing of `httpx.AsyncClient.send` skip it (see `_lean.py`).
 #: Read once per client, at construction; tests turn it off to run the same cases on both paths.
 LEAN_PATH = True
-
-
-class ClientConfig(Protocol):
-    """What `Client.from_settings` needs of a settings object (`ClientSettings` is one)."""
-
-    def client_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of `Client` the settings stand for."""
-
-
-EventHooks = Mapping[str, list[Callable[..., Any]]]
 
 
 class Client(HttpMethods):
@@ -140,6 +128,8 @@ class Client(HttpMethods):
         instrumentation: Iterable[Instrument] = (),
         keep_cookies: bool = False,
     ) -> None:
+        # The strategies' options, by name (declared once, in `_strategies.OPTIONS`), passed on as they are.
+        options = cast(StrategyOptions, {key: value for key, value in locals().items() if key in OPTIONS})
         self.retry = retry if retry is not None else RetryPolicy()
         base = httpx.URL(base_url)
         self.name = name if name is not None else (base.host or "client")
@@ -157,29 +147,18 @@ class Client(HttpMethods):
             self.retry,
             name=self.name,
             max_response_bytes=max_response_bytes,
-            budget=retry_budget,
             store=store,
-            circuit_breaker=circuit_breaker,
             instrumentation=instrumentation,
+            **options,
         )
-        # Only the codings the transport decodes with bounded memory (see _safety/size_cap.py).
-        headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
-        hooks = {"request": [], "response": [], **(event_hooks or {})}
-        # First of all: every request that takes httpx's send loop (the one that follows
-        # redirects, whenever they are turned on) remembers its origin for the redirect guard.
-        hooks["request"] = [remember_first_hop, *hooks["request"]]
-        self.httpx = ServiceHttpxClient(
-            keep_cookies=keep_cookies,
+        self.httpx = service_httpx_client(
             base_url=base,
             headers=headers,
             timeout=timeout,
             transport=self._transport,
             follow_redirects=follow_redirects,
-            max_redirects=MAX_REDIRECTS,
-            event_hooks=hooks,
-            # Environment proxies would mount transports of their own and bypass the retries;
-            # a proxy is configured explicitly with `proxy=`.
-            trust_env=False,
+            event_hooks=event_hooks,
+            keep_cookies=keep_cookies,
         )
         self._allow_absolute_urls = allow_absolute_urls or not str(base)
         self._closed = False
@@ -273,7 +252,9 @@ class Client(HttpMethods):
             if url is not None:
                 return await self._lean.send(method, url, params, content, json, data, files, headers, timeout, retry)
         options: BodyOptions = {"params": params, "content": content, "json": json, "data": data, "files": files}
-        request = self._build(method, path, {**options, "headers": headers, "timeout": timeout, "retry": retry}, False)
+        request = build_request(
+            self.httpx, method, path, {**options, "headers": headers, "timeout": timeout, "retry": retry}, False
+        )
         return await self.httpx.send(request)
 
     @asynccontextmanager
@@ -292,7 +273,7 @@ class Client(HttpMethods):
         ```
         """
         self._check(path, options.get("headers"))
-        request = self._build(method, path, options, True)
+        request = build_request(self.httpx, method, path, options, True)
         response = await self.httpx.send(request, stream=True)
         try:
             yield response
@@ -320,24 +301,3 @@ class Client(HttpMethods):
             problem = header_problem(headers.items())
             if problem is not None:
                 raise httpx.LocalProtocolError(problem)  # before any I/O, and without the value
-
-    def _build(self, method: str, path: str, options: BodyOptions, stream: bool) -> httpx.Request:
-        headers = options.get("headers")
-        extensions: dict[str, Any] = {STREAM_EXTENSION: True} if stream else {}
-        retry = options.get("retry")
-        if retry is not None:
-            extensions[POLICY_EXTENSION] = retry
-        timeout = options.get("timeout", USE_CLIENT_DEFAULT)
-        request = self.httpx.build_request(
-            method,
-            path,
-            params=options.get("params"),
-            content=options.get("content"),
-            data=options.get("data"),
-            files=options.get("files"),
-            json=options.get("json"),
-            headers=headers,
-            timeout=httpx.USE_CLIENT_DEFAULT if timeout is USE_CLIENT_DEFAULT else checked_timeout(timeout),
-            extensions=extensions,
-        )
-        return request

@@ -15,8 +15,9 @@ from typing import Any, Final
 import httpx
 
 from ._arguments import checked_timeout
+from ._pipeline.attempts import OPTIONS_EXTENSION, CallOptions
 from ._pipeline.policy import RetryPolicy
-from ._pipeline.transport import POLICY_EXTENSION, RetryTransport
+from ._pipeline.transport import RetryTransport
 from ._safety.redirects import remember_first_hop
 from ._types import (
     USE_CLIENT_DEFAULT,
@@ -125,7 +126,7 @@ class LeanPath:
         per_attempt = client.timeout if timeout is USE_CLIENT_DEFAULT else checked_timeout(timeout)
         extensions: dict[str, Any] = {"timeout": per_attempt.as_dict()}
         if retry is not None:
-            extensions[POLICY_EXTENSION] = retry
+            extensions[OPTIONS_EXTENSION] = CallOptions(retry)
         if headers or content is not None or data is not None or files is not None or json is not None:
             if headers:
                 merged = httpx.Headers(client.headers)

@@ -18,7 +18,7 @@ from fastapi_retry_http import Client, RetryPolicy, _client, _lean
 from fastapi_retry_http._backends import aiohttp_pool
 from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
 from fastapi_retry_http._backends.tls import tls_context
-from fastapi_retry_http._pipeline.send import STREAM_EXTENSION
+from fastapi_retry_http._pipeline.attempts import OPTIONS_EXTENSION, CallOptions
 from fastapi_retry_http.exceptions import ClientClosedError, ResponseTooLargeError
 from tests.servers import RawServer, Reply, Upstream
 
@@ -164,7 +164,7 @@ class TestSameRequest:
         async with client:
             await client.get("items", timeout=3, retry=policy)
         assert seen[0].extensions["timeout"] == {"connect": 3.0, "read": 3.0, "write": 3.0, "pool": 3.0}
-        assert seen[0].extensions["fastapi_retry_http.retry"] is policy
+        assert seen[0].extensions["fastapi_retry_http.options"].retry is policy
 
     async def test_client_headers_changed_or_replaced_apply_to_later_calls(self) -> None:
         seen, client = recording()
@@ -259,7 +259,9 @@ class TestEagerBodies:
         monkeypatch.setattr(aiohttp_pool, "EAGER_BYTES", 1)
         async with httpx.AsyncClient(transport=transport) as c:
             large = await transport.handle_async_request(c.build_request("GET", upstream.url + "/x"))
-            streamed = c.build_request("GET", upstream.url + "/y", extensions={STREAM_EXTENSION: True})
+            streamed = c.build_request(
+                "GET", upstream.url + "/y", extensions={OPTIONS_EXTENSION: CallOptions(stream=True)}
+            )
             small = await transport.handle_async_request(streamed)
             for response in (large, small):
                 assert not response.is_stream_consumed

@@ -337,8 +337,8 @@ class TestAttemptScopes:
 
     async def test_plain_instruments_are_never_asked_before_an_attempt(self) -> None:
         retrying = transport(Scripted(200), instrumentation=[Recorder()])
-        assert retrying._scoped is False
-        assert transport(Scripted(200), instrumentation=[Scoped()])._scoped is True
+        assert retrying.executor._scoped is False
+        assert transport(Scripted(200), instrumentation=[Scoped()]).executor._scoped is True
 
 
 class TestCircuitEvents:

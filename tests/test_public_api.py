@@ -12,6 +12,13 @@ from fastapi_retry_http import exceptions, otel, prometheus, testing
 
 PUBLIC = {
     "AttemptEvent",
+    "Call",
+    "CallOptions",
+    "Instrument",
+    "Outcome",
+    "Refusal",
+    "StateStore",
+    "Strategy",
     "CircuitBreaker",
     "CircuitStatus",
     "CircuitEvent",

@@ -16,16 +16,11 @@ import httpx
 from .._backends.protocol import shield_of
 from .._safety.size_cap import limit_body
 from ..exceptions import AttemptTimeout, DeadlineExceeded, ResponseTooLargeError
-from .attempts import Call
+from .attempts import Call, call_options
 from .deadlines import Deadlines
 from .strategy import Interceptor
 
-__all__ = ["STREAM_EXTENSION", "Sender", "discard"]
-
-#: `request.extensions` key: `True` returns the response at its headers, body unread (what
-#: `Client.stream()` does). Otherwise the body is read inside the attempt, so that a reset or
-#: a truncation while reading it is retried like any other failure.
-STREAM_EXTENSION: Final = "fastapi_retry_http.stream"
+__all__ = ["Sender", "discard"]
 
 #: How much of a discarded response is read so its connection can be reused; a larger body is
 #: cut off by closing the connection instead.
@@ -102,7 +97,7 @@ class Sender:
     async def _send(self, request: httpx.Request) -> httpx.Response:
         started = time.perf_counter()
         response = await self._inner.handle_async_request(request)
-        buffered = not request.extensions.get(STREAM_EXTENSION)
+        buffered = not call_options(request).stream
         try:
             limit_body(response, request, self.max_response_bytes, buffered=buffered)
         except ResponseTooLargeError:

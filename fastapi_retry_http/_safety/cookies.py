@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["SendOnlyJar", "ServiceHttpxClient", "send_only"]
+__all__ = ["SendOnlyJar", "send_only"]
 
 
 class SendOnlyJar(CookieJar):
@@ -25,36 +25,9 @@ class SendOnlyJar(CookieJar):
         """Ignore the response's `Set-Cookie` (what httpx calls after every response)."""
 
 
-#: httpx's own `cookies` property, which the subclass extends.
-_HTTPX_COOKIES: property = httpx.AsyncClient.cookies  # type: ignore[assignment]
-
-
 def send_only(cookies: httpx.Cookies) -> None:
     """Make `cookies` keep what it holds and take nothing more from responses."""
     jar = SendOnlyJar()
     for cookie in cookies.jar:
         jar.set_cookie(cookie)
     cookies.jar = jar
-
-
-class ServiceHttpxClient(httpx.AsyncClient):
-    """`httpx.AsyncClient` whose cookie jar, however it is replaced, keeps no response cookies."""
-
-    def __init__(self, *, keep_cookies: bool = False, **kwargs: Any) -> None:
-        #: Whether cookies from responses are kept (`Client(keep_cookies=True)`).
-        self.keeps_cookies = keep_cookies
-        super().__init__(**kwargs)
-        if not keep_cookies:
-            send_only(self.cookies)
-
-    @property
-    def cookies(self) -> httpx.Cookies:
-        """The cookies sent with every request (httpx's own property)."""
-        cookies: httpx.Cookies = _HTTPX_COOKIES.fget(self)  # type: ignore[misc]
-        return cookies
-
-    @cookies.setter
-    def cookies(self, cookies: Any) -> None:
-        _HTTPX_COOKIES.fset(self, cookies)  # type: ignore[misc]
-        if not self.keeps_cookies:
-            send_only(self.cookies)

@@ -92,11 +92,16 @@ OPTIONS: dict[str, Option] = {
 GATES_BEFORE = "rate_limit"
 
 
-def build(options: StrategyOptions, context: Context, gates: tuple[Strategy, ...] = ()) -> Strategies:
-    """The strategies `options` turn on, in pipeline order; an option that is off builds nothing."""
+def check(options: StrategyOptions) -> None:
+    """Refuse a keyword that is no option (a typo would otherwise turn nothing on)."""
     unknown = set(options) - set(OPTIONS)
     if unknown:
         raise TypeError(f"unknown client option(s): {', '.join(sorted(unknown))}")
+
+
+def build(options: StrategyOptions, context: Context, gates: tuple[Strategy, ...] = ()) -> Strategies:
+    """The strategies `options` turn on, in pipeline order; an option that is off builds nothing."""
+    check(options)
     built = Strategies()
     values: dict[str, Any] = dict(options)
     for name, option in OPTIONS.items():

@@ -1,0 +1,111 @@
+"""
+The `httpx.AsyncClient` under a `Client`: its transport is the pipeline, its cookie jar keeps
+no response cookies (unless asked), every request remembers its origin for the redirect
+guard, and environment proxies are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import httpx
+
+from ._arguments import checked_timeout
+from ._defaults import MAX_REDIRECTS
+from ._pipeline.attempts import OPTIONS_EXTENSION, CallOptions
+from ._safety.cookies import send_only
+from ._safety.redirects import remember_first_hop
+from ._safety.size_cap import ACCEPT_ENCODING
+from ._types import USE_CLIENT_DEFAULT, BodyOptions
+
+__all__ = ["ClientConfig", "EventHooks", "ServiceHttpxClient", "build_request", "service_httpx_client"]
+
+EventHooks = Mapping[str, list[Callable[..., Any]]]
+
+
+class ClientConfig(Protocol):
+    """What `Client.from_settings` needs of a settings object (`ClientSettings` is one)."""
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `Client` the settings stand for."""
+
+
+#: httpx's own `cookies` property, which the subclass extends.
+_HTTPX_COOKIES: property = httpx.AsyncClient.cookies  # type: ignore[assignment]
+
+
+class ServiceHttpxClient(httpx.AsyncClient):
+    """`httpx.AsyncClient` whose cookie jar, however it is replaced, keeps no response cookies."""
+
+    def __init__(self, *, keep_cookies: bool = False, **kwargs: Any) -> None:
+        #: Whether cookies from responses are kept (`Client(keep_cookies=True)`).
+        self.keeps_cookies = keep_cookies
+        super().__init__(**kwargs)
+        if not keep_cookies:
+            send_only(self.cookies)
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        """The cookies sent with every request (httpx's own property)."""
+        cookies: httpx.Cookies = _HTTPX_COOKIES.fget(self)  # type: ignore[misc]
+        return cookies
+
+    @cookies.setter
+    def cookies(self, cookies: Any) -> None:
+        _HTTPX_COOKIES.fset(self, cookies)  # type: ignore[misc]
+        if not self.keeps_cookies:
+            send_only(self.cookies)
+
+
+def service_httpx_client(
+    *,
+    base_url: httpx.URL,
+    headers: Mapping[str, str] | None,
+    timeout: httpx.Timeout,
+    transport: httpx.AsyncBaseTransport,
+    follow_redirects: bool,
+    event_hooks: EventHooks | None,
+    keep_cookies: bool,
+) -> ServiceHttpxClient:
+    """The httpx client of a `Client`, every request of which goes through `transport`."""
+    # Only the codings the transport decodes with bounded memory (see _safety/size_cap.py).
+    headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
+    hooks = {"request": [], "response": [], **(event_hooks or {})}
+    # First of all: every request that takes httpx's send loop (the one that follows
+    # redirects, whenever they are turned on) remembers its origin for the redirect guard.
+    hooks["request"] = [remember_first_hop, *hooks["request"]]
+    return ServiceHttpxClient(
+        keep_cookies=keep_cookies,
+        base_url=base_url,
+        headers=headers,
+        timeout=timeout,
+        transport=transport,
+        follow_redirects=follow_redirects,
+        max_redirects=MAX_REDIRECTS,
+        event_hooks=hooks,
+        # Environment proxies would mount transports of their own and bypass the retries;
+        # a proxy is configured explicitly with `proxy=`.
+        trust_env=False,
+    )
+
+
+def build_request(
+    client: httpx.AsyncClient, method: str, path: str, options: BodyOptions, stream: bool
+) -> httpx.Request:
+    """The request httpx's send path takes, with the call's options as one `CallOptions`."""
+    retry = options.get("retry")
+    call = CallOptions(retry, stream) if stream or retry is not None else None
+    timeout = options.get("timeout", USE_CLIENT_DEFAULT)
+    return client.build_request(
+        method,
+        path,
+        params=options.get("params"),
+        content=options.get("content"),
+        data=options.get("data"),
+        files=options.get("files"),
+        json=options.get("json"),
+        headers=options.get("headers"),
+        timeout=httpx.USE_CLIENT_DEFAULT if timeout is USE_CLIENT_DEFAULT else checked_timeout(timeout),
+        extensions={} if call is None else {OPTIONS_EXTENSION: call},
+    )
