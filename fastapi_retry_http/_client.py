@@ -104,6 +104,7 @@ class Client(HttpMethods):
             sent either way.
     """
 
+    # long: a line per keyword; the body is the wiring of what they configure.
     def __init__(
         self,
         base_url: str | httpx.URL = "",

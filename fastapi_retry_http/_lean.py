@@ -104,6 +104,7 @@ class LeanPath:
             self._prepared_raw, self._prepared_netloc = raw, netloc
         return self._prepared_headers
 
+    # long: httpx's own request building, step for step, so that the bytes sent are the same.
     async def send(
         self,
         method: str,

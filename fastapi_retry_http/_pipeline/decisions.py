@@ -14,7 +14,8 @@ import httpx
 
 from .._safety.redact import url_without_query
 from .attempts import Call, Outcome
-from .events import AttemptEvent, Instruments, StopReason, log_gave_up, log_retry
+from .events import AttemptEvent, Instruments, StopReason
+from .logs import log_gave_up, log_retry
 from .policy import RETRY_AFTER_STATUSES, parse_retry_after
 from .send import discard
 from .strategy import Refusal

@@ -20,7 +20,8 @@ from ..exceptions import CircuitOpenError, DeadlineExceeded
 from .admission import Waiting
 from .attempts import Call, Outcome
 from .decisions import event, final_kind, refused
-from .events import Instruments, log_gave_up, log_retry
+from .events import Instruments
+from .logs import log_gave_up, log_retry
 from .send import Sender, discard
 from .strategy import Gate, Refusal
 
