@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
@@ -19,6 +19,9 @@ from ._pipeline.attempts import OPTIONS_EXTENSION, CallOptions
 from ._pipeline.policy import RetryPolicy
 from ._pipeline.transport import RetryTransport
 from ._safety.redirects import remember_first_hop
+
+if TYPE_CHECKING:
+    from ._service_httpx import ServiceHttpxClient
 from ._types import (
     USE_CLIENT_DEFAULT,
     QueryParams,
@@ -48,7 +51,7 @@ _EMPTY: Final = httpx.ByteStream(b"")
 class LeanPath:
     """A client's lean path: its caches, and the send that skips `httpx.AsyncClient.send`."""
 
-    def __init__(self, client: httpx.AsyncClient, transport: RetryTransport) -> None:
+    def __init__(self, client: ServiceHttpxClient, transport: RetryTransport) -> None:
         self.httpx = client
         self.transport = transport
         self._urls: dict[str, httpx.URL] = {}
@@ -65,14 +68,7 @@ class LeanPath:
         """
         client = self.httpx
         hooks = client.event_hooks
-        return (
-            client.auth is None
-            and not client.follow_redirects
-            and not client.params
-            and not client.cookies
-            and hooks["request"] == [remember_first_hop]
-            and not hooks["response"]
-        )
+        return client.plain and hooks["request"] == [remember_first_hop] and not hooks["response"]
 
     def url(self, path: str) -> httpx.URL | None:
         """`path` merged into the base URL as httpx merges it; `None` if it carries userinfo."""

@@ -31,19 +31,32 @@ class ClientConfig(Protocol):
         """The keyword arguments of `Client` the settings stand for."""
 
 
-#: httpx's own `cookies` property, which the subclass extends.
+#: httpx's own properties, which the subclass extends.
 _HTTPX_COOKIES: property = httpx.AsyncClient.cookies  # type: ignore[assignment]
+_HTTPX_AUTH: property = httpx.AsyncClient.auth  # type: ignore[assignment]
+_HTTPX_PARAMS: property = httpx.AsyncClient.params  # type: ignore[assignment]
 
 
 class ServiceHttpxClient(httpx.AsyncClient):
-    """`httpx.AsyncClient` whose cookie jar, however it is replaced, keeps no response cookies."""
+    """
+    `httpx.AsyncClient` whose cookie jar, however it is replaced, keeps no response cookies,
+    and which knows, without looking, whether its send loop has anything to add to a call
+    (`plain`): each setter of what it adds (auth, params, cookies, redirects) updates it.
+    """
 
     def __init__(self, *, keep_cookies: bool = False, **kwargs: Any) -> None:
         #: Whether cookies from responses are kept (`Client(keep_cookies=True)`).
         self.keeps_cookies = keep_cookies
+        self._extras: dict[str, bool] = {}
         super().__init__(**kwargs)
         if not keep_cookies:
-            send_only(self.cookies)
+            send_only(self.cookies, lambda: self._extras.__setitem__("cookies", True))
+        self._extras.update(cookies=bool(self.cookies), auth=self.auth is not None, params=bool(self.params))
+
+    @property
+    def plain(self) -> bool:
+        """No auth, params, cookies or redirects: what the lean path may skip (hooks aside)."""
+        return not any(self._extras.values())
 
     @property
     def cookies(self) -> httpx.Cookies:
@@ -55,7 +68,39 @@ class ServiceHttpxClient(httpx.AsyncClient):
     def cookies(self, cookies: Any) -> None:
         _HTTPX_COOKIES.fset(self, cookies)  # type: ignore[misc]
         if not self.keeps_cookies:
-            send_only(self.cookies)
+            send_only(self.cookies, lambda: self._extras.__setitem__("cookies", True))
+        self._extras["cookies"] = bool(self.cookies)
+
+    @property
+    def auth(self) -> httpx.Auth | None:
+        """Authentication for every request (httpx's own property)."""
+        auth: httpx.Auth | None = _HTTPX_AUTH.fget(self)  # type: ignore[misc]
+        return auth
+
+    @auth.setter
+    def auth(self, auth: Any) -> None:
+        _HTTPX_AUTH.fset(self, auth)  # type: ignore[misc]
+        self._extras["auth"] = self.auth is not None
+
+    @property
+    def params(self) -> httpx.QueryParams:
+        """Query parameters added to every request (httpx's own property)."""
+        params: httpx.QueryParams = _HTTPX_PARAMS.fget(self)  # type: ignore[misc]
+        return params
+
+    @params.setter
+    def params(self, params: Any) -> None:
+        _HTTPX_PARAMS.fset(self, params)  # type: ignore[misc]
+        self._extras["params"] = bool(self.params)
+
+    @property
+    def follow_redirects(self) -> bool:
+        """Whether redirects are followed (an attribute in httpx, a property here)."""
+        return self._extras.get("redirects", False)
+
+    @follow_redirects.setter
+    def follow_redirects(self, follow: bool) -> None:
+        self._extras["redirects"] = bool(follow)
 
 
 def service_httpx_client(

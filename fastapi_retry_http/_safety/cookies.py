@@ -10,7 +10,8 @@ anything from a response, on any path and through any redirect.
 
 from __future__ import annotations
 
-from http.cookiejar import CookieJar
+from collections.abc import Callable
+from http.cookiejar import Cookie, CookieJar
 from typing import Any
 
 import httpx
@@ -21,13 +22,23 @@ __all__ = ["SendOnlyJar", "send_only"]
 class SendOnlyJar(CookieJar):
     """A cookie jar that sends the cookies put in it and takes none from responses."""
 
+    def __init__(self, on_set: Callable[[], None] | None = None) -> None:
+        super().__init__()
+        self._on_set = on_set
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        """Keep `cookie` (one put on the client, never a response's), and say so."""
+        super().set_cookie(cookie)
+        if self._on_set is not None:
+            self._on_set()
+
     def extract_cookies(self, response: Any, request: Any) -> None:
         """Ignore the response's `Set-Cookie` (what httpx calls after every response)."""
 
 
-def send_only(cookies: httpx.Cookies) -> None:
+def send_only(cookies: httpx.Cookies, on_set: Callable[[], None] | None = None) -> None:
     """Make `cookies` keep what it holds and take nothing more from responses."""
-    jar = SendOnlyJar()
+    jar = SendOnlyJar(on_set)
     for cookie in cookies.jar:
         jar.set_cookie(cookie)
     cookies.jar = jar
