@@ -15,8 +15,8 @@ from ._arguments import checked_timeout
 from ._defaults import MAX_REDIRECTS
 from ._pipeline.attempts import OPTIONS_EXTENSION, CallOptions
 from ._safety.cookies import send_only
+from ._safety.decoders import ACCEPT_ENCODING
 from ._safety.redirects import remember_first_hop
-from ._safety.size_cap import ACCEPT_ENCODING
 from ._types import USE_CLIENT_DEFAULT, BodyOptions
 
 __all__ = ["ClientConfig", "EventHooks", "ServiceHttpxClient", "build_request", "service_httpx_client"]
