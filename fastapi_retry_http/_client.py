@@ -28,6 +28,7 @@ from ._safety.urls import check_path
 from ._stores.memory import StateStore
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
+from ._strategies.chaos import check_allowed
 from ._types import (
     USE_CLIENT_DEFAULT,
     BodyOptions,
@@ -38,6 +39,7 @@ from ._types import (
     TimeoutValue,
     UseClientDefault,
 )
+from .chaos import Chaos
 from .exceptions import ClientClosedError, ConfigurationError
 
 __all__ = ["Client"]
@@ -107,6 +109,8 @@ class Client(HttpMethods):
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); off by default.
         store: Where the retry budget and the breaker keep their counts; the client's own by
             default.
+        chaos: Inject faults, error statuses and latency into this client's attempts
+            ([`Chaos`][fastapi_retry_http.chaos.Chaos]), for tests and game days; off by default.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
     """
@@ -133,6 +137,7 @@ class Client(HttpMethods):
         circuit_breaker: CircuitBreaker | None = None,
         store: StateStore | None = None,
         instrumentation: Iterable[Instrument] = (),
+        chaos: Chaos | None = None,
     ) -> None:
         self.retry = retry if retry is not None else RetryPolicy()
         base = httpx.URL(base_url)
@@ -155,6 +160,7 @@ class Client(HttpMethods):
             store=store,
             circuit_breaker=circuit_breaker,
             instrumentation=instrumentation,
+            chaos=chaos,
         )
         # Only the codings the transport decodes with bounded memory (see _safety/size_cap.py).
         headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
@@ -186,9 +192,12 @@ class Client(HttpMethods):
         Build the client `name` from its [`ClientSettings`][fastapi_retry_http.ClientSettings].
 
         `overrides` are `Client` keyword arguments that win over the settings, for example a
-        test `transport`.
+        test `transport`. Chaos from the settings needs `HTTP_CLIENTS_ALLOW_CHAOS=1`.
         """
-        return cls(name=name, **{**settings.client_kwargs(), **overrides})
+        configured = settings.client_kwargs()
+        if "chaos" not in overrides:
+            check_allowed(name, configured)
+        return cls(name=name, **{**configured, **overrides})
 
     @property
     def transport(self) -> RetryTransport:

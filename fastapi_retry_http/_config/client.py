@@ -24,6 +24,7 @@ from .._safety.headers import header_problem
 from .._safety.urls import base_url_problem
 from .._strategies.breaker import CircuitBreaker
 from .._strategies.budget import RetryBudget
+from ..chaos import Chaos
 
 __all__ = ["ClientSettings", "PoolLimits"]
 
@@ -142,6 +143,9 @@ class ClientSettings(BaseModel):
             ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `null` for no cap.
         circuit_breaker: Stop sending while the upstream fails
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); unset for none.
+        chaos: Inject faults, statuses and latency ([`Chaos`][fastapi_retry_http.chaos.Chaos]);
+            unset for none. Refused at startup unless the environment has
+            `HTTP_CLIENTS_ALLOW_CHAOS=1`.
     """
 
     model_config = _FORBID
@@ -159,6 +163,7 @@ class ClientSettings(BaseModel):
     backend: Literal["aiohttp", "httpx"] | None = None
     retry_budget: RetryBudget | None = DEFAULT_BUDGET
     circuit_breaker: CircuitBreaker | None = None
+    chaos: Chaos | None = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `Client` these settings stand for."""
@@ -176,4 +181,5 @@ class ClientSettings(BaseModel):
             "backend": self.backend,
             "retry_budget": self.retry_budget,
             "circuit_breaker": self.circuit_breaker,
+            "chaos": self.chaos,
         }

@@ -39,7 +39,7 @@ from .attempts import Call, Outcome, replayable
 from .decisions import Decisions, event, final_kind, refused
 from .events import Instrument, Instruments, log_gave_up
 from .policy import RetryPolicy
-from .send import Sender
+from .send import INJECTED_EXTENSION, Sender
 from .strategy import CallStrategy, Gate, Proceed, Rechecking, Refusal
 
 __all__ = ["ATTEMPTS_EXTENSION", "POLICY_EXTENSION", "RetryTransport"]
@@ -235,6 +235,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
             retryable = call.retries and policy.retries_status(request, response.status_code)
             outcome = Outcome(response=response, retryable=retryable)
         outcome.attempt = number
+        if self._sender.interceptors:  # chaos: the attempts it acted on are marked on the request
+            outcome.injected = number in request.extensions.get(INJECTED_EXTENSION, ())
         if self._instruments:
             outcome.duration = time.perf_counter() - started
             if scopes is not None:

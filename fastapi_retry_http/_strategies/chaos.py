@@ -1,0 +1,158 @@
+"""
+Chaos's strategy: an interceptor, last before the network, that injects what `Chaos` asks for.
+
+The draws come from shuffled decks (`Deck`) rather than independent coin flips: with coin
+flips, 10,000 attempts at a 30% rate land outside 29-31% about one time in thirty; a deck of
+100 holding exactly 30 injections never does, and the order within each deck is still random.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import random
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+
+import httpx
+
+from .._pipeline.attempts import Call
+from .._pipeline.send import INJECTED_EXTENSION, attempt_limit, cut_short
+from ..chaos import ALLOW_CHAOS_ENV, Chaos
+from ..exceptions import ConfigurationError, InjectedFault
+
+__all__ = ["ChaosInterceptor", "Deck", "check_allowed"]
+
+#: Cards per deck: shares are exact over every hundred attempts.
+DECK_SIZE: Final = 100
+#: What the interceptor injects, by the index of its rate in the outcome deck.
+FAULT, STATUS = 0, 1
+KINDS: Final = ("fault", "status")
+
+
+class Deck:
+    """
+    Draws that hit each rate exactly: every `size` draws hold `rate * size` hits of each rate
+    (the fractions carried over to the next deck), shuffled by `generator`.
+
+    `draw()` gives the index of the rate hit, or -1 for none. Hits of different rates never
+    fall on the same draw, so the rates must sum to at most 1.
+    """
+
+    __slots__ = ("_cards", "_carry", "_generator", "_rates", "_size")
+
+    def __init__(self, rates: tuple[float, ...], generator: random.Random, size: int = DECK_SIZE) -> None:
+        self._rates = rates
+        self._generator = generator
+        self._size = size
+        self._carry = [0.0] * len(rates)
+        self._cards: list[int] = []
+
+    def draw(self) -> int:
+        """The next card: the index of the rate hit, or -1."""
+        if not self._cards:
+            self._deal()
+        return self._cards.pop()
+
+    def _deal(self) -> None:
+        cards: list[int] = []
+        for index, rate in enumerate(self._rates):
+            wanted = rate * self._size + self._carry[index]
+            # Never more cards than the deck holds (rates summing to 1 with fractions carried).
+            hits = min(math.floor(wanted + 1e-9), self._size - len(cards))
+            self._carry[index] = wanted - hits
+            cards += [index] * hits
+        cards += [-1] * (self._size - len(cards))
+        self._generator.shuffle(cards)
+        self._cards = cards
+
+
+class ChaosInterceptor:
+    """
+    Injects faults, statuses and latency into a client's attempts, at `Chaos`'s rates.
+
+    Asked inside every attempt, after every gate, within the attempt timeout and deadline.
+    """
+
+    __slots__ = ("_clock", "_latencies", "_outcomes", "_sleep", "config", "counts", "name")
+
+    def __init__(
+        self, config: Chaos, name: str, clock: Callable[[], float], sleep: Callable[[float], Awaitable[None]]
+    ) -> None:
+        self.config = config
+        self.name = name
+        self._clock = clock
+        self._sleep = sleep
+        generator = random.Random(config.seed)
+        self._outcomes = Deck((config.fault_rate, config.status_rate), generator)
+        self._latencies = Deck((config.latency_rate,), generator)
+        #: Attempts seen, and what was injected into them.
+        self.counts = {"attempts": 0, "fault": 0, "status": 0, "latency": 0}
+
+    async def intercept(self, call: Call) -> httpx.Response | None:
+        """`None` (send it), an injected response, or `InjectedFault`; after any injected latency."""
+        outcome = self._outcomes.draw()
+        slow = self._latencies.draw() == 0 and self.config.latency > 0
+        counts, request = self.counts, call.request
+        counts["attempts"] += 1
+        if call.attempt == 1:  # a request object sent again starts with no marks
+            request.extensions.pop(INJECTED_EXTENSION, None)
+        if outcome < 0 and not slow:
+            return None
+        kind = KINDS[outcome] if outcome >= 0 else "latency"
+        counts[kind] += 1
+        if slow and outcome >= 0:
+            counts["latency"] += 1
+        request.extensions.setdefault(INJECTED_EXTENSION, {})[call.attempt] = kind
+        if slow:
+            await self._delay(call)
+        if outcome == FAULT:
+            raise InjectedFault(
+                f"Chaos: a fault injected into client {self.name!r}; nothing was sent.",
+                request=request,
+                client=self.name,
+            )
+        if outcome == STATUS:
+            response = httpx.Response(self.config.status, request=request, extensions={INJECTED_EXTENSION: True})
+            response.elapsed = datetime.timedelta(0)
+            return response
+        return None
+
+    async def _delay(self, call: Call) -> None:
+        """
+        Wait the injected latency, cut where the attempt timeout or the deadline would cut it.
+
+        With a real sleep, the attempt's own watch cancels the wait first. With a sleep that
+        only records (tests, `no_sleep`), time passes virtually: the wait is cut here, with the
+        same error, so a test sees what production would.
+        """
+        latency = self.config.latency
+        limit, by_deadline = attempt_limit(call, self._clock)
+        if limit is None or latency < limit:
+            await self._sleep(latency)
+            return
+        await self._sleep(limit)
+        raise cut_short(call.request, limit, by_deadline)
+
+    def status(self) -> dict[str, object]:
+        """The configuration and what was injected so far (JSON-able)."""
+        config = self.config
+        return {
+            "fault_rate": config.fault_rate,
+            "status_rate": config.status_rate,
+            "status": config.status,
+            "latency_rate": config.latency_rate,
+            "latency": config.latency,
+            "injected": dict(self.counts),
+        }
+
+
+def check_allowed(name: str, settings: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> None:
+    """Refuse chaos that comes from settings unless `HTTP_CLIENTS_ALLOW_CHAOS=1` allows it."""
+    if settings.get("chaos") is not None and environ.get(ALLOW_CHAOS_ENV, "").strip() != "1":
+        raise ConfigurationError(
+            f"Client {name!r}: chaos is set in its settings (chaos), which would inject faults into real "
+            f"traffic. Set {ALLOW_CHAOS_ENV}=1 in the environment to allow it (a test or a game day), "
+            "or remove the chaos settings."
+        )
