@@ -33,20 +33,22 @@ KINDS: Final = ("fault", "status")
 
 class Deck:
     """
-    Draws that hit each rate exactly: every `size` draws hold `rate * size` hits of each rate
-    (the fractions carried over to the next deck), shuffled by `generator`.
+    Draws that hit each rate exactly: after `n` full decks of `size` draws, each rate was hit
+    `floor(rate * size * n)` times (one deck may lag by a hit and catch up in the next), the
+    cards of each deck shuffled by `generator`.
 
     `draw()` gives the index of the rate hit, or -1 for none. Hits of different rates never
     fall on the same draw, so the rates must sum to at most 1.
     """
 
-    __slots__ = ("_cards", "_carry", "_generator", "_rates", "_size")
+    __slots__ = ("_cards", "_dealt", "_generator", "_given", "_rates", "_size")
 
     def __init__(self, rates: tuple[float, ...], generator: random.Random, size: int = DECK_SIZE) -> None:
         self._rates = rates
         self._generator = generator
         self._size = size
-        self._carry = [0.0] * len(rates)
+        self._dealt = 0
+        self._given = [0] * len(rates)
         self._cards: list[int] = []
 
     def draw(self) -> int:
@@ -56,12 +58,13 @@ class Deck:
         return self._cards.pop()
 
     def _deal(self) -> None:
+        self._dealt += 1
         cards: list[int] = []
         for index, rate in enumerate(self._rates):
-            wanted = rate * self._size + self._carry[index]
-            # Never more cards than the deck holds (rates summing to 1 with fractions carried).
-            hits = min(math.floor(wanted + 1e-9), self._size - len(cards))
-            self._carry[index] = wanted - hits
+            # From the running total, not a carried fraction: float errors do not add up.
+            owed = math.floor(rate * self._size * self._dealt + 1e-6) - self._given[index]
+            hits = min(owed, self._size - len(cards))  # rates summing to 1 may owe a full deck
+            self._given[index] += hits
             cards += [index] * hits
         cards += [-1] * (self._size - len(cards))
         self._generator.shuffle(cards)
