@@ -28,7 +28,6 @@ from ._safety.urls import check_path
 from ._stores.memory import StateStore
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
-from ._strategies.chaos import check_allowed
 from ._types import (
     USE_CLIENT_DEFAULT,
     BodyOptions,
@@ -107,10 +106,8 @@ class Client(HttpMethods):
             outage upstream does not triple the load on it; `None` for no cap.
         circuit_breaker: Stop sending to an upstream that fails most attempts, for a while
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); off by default.
-        store: Where the retry budget and the breaker keep their counts; the client's own by
-            default.
-        chaos: Inject faults, error statuses and latency into this client's attempts
-            ([`Chaos`][fastapi_retry_http.chaos.Chaos]), for tests and game days; off by default.
+        store: Where the retry budget and the breaker keep their counts; the client's own by default.
+        chaos: Faults, statuses and latency to inject ([`Chaos`][fastapi_retry_http.chaos.Chaos]); off by default.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
     """
@@ -192,12 +189,9 @@ class Client(HttpMethods):
         Build the client `name` from its [`ClientSettings`][fastapi_retry_http.ClientSettings].
 
         `overrides` are `Client` keyword arguments that win over the settings, for example a
-        test `transport`. Chaos from the settings needs `HTTP_CLIENTS_ALLOW_CHAOS=1`.
+        test `transport`.
         """
-        configured = settings.client_kwargs()
-        if "chaos" not in overrides:
-            check_allowed(name, configured)
-        return cls(name=name, **{**configured, **overrides})
+        return cls(name=name, **{**settings.client_kwargs(), **overrides})
 
     @property
     def transport(self) -> RetryTransport:

@@ -62,11 +62,21 @@ def app_with(config: dict[str, object], registry: ClientRegistry) -> FastAPI:
 
 class TestFromSettings:
     def test_from_the_environment(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv(ALLOW_CHAOS_ENV, "1")
         monkeypatch.setenv("HTTP_CLIENTS__BILLING__BASE_URL", "http://billing.internal/")
         monkeypatch.setenv("HTTP_CLIENTS__BILLING__CHAOS__STATUS_RATE", "0.25")
         monkeypatch.setenv("HTTP_CLIENTS__BILLING__CHAOS__STATUS", "502")
         settings = HttpClientsSettings()
         assert settings.http_clients["billing"].chaos == Chaos(status_rate=0.25, status=502)
+
+    def test_from_the_environment_without_the_guard(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("HTTP_CLIENTS__BILLING__BASE_URL", "http://billing.internal/")
+        monkeypatch.setenv("HTTP_CLIENTS__BILLING__CHAOS__FAULT_RATE", "0.25")
+        with pytest.raises(ValidationError) as caught:
+            HttpClientsSettings()
+        message = str(caught.value)
+        assert "http_clients.billing.chaos" in message
+        assert f"set {ALLOW_CHAOS_ENV}=1 in the environment to allow it" in message
 
     @pytest.mark.parametrize(("field", "value"), [("FAULT_RATE", "1.5"), ("STATUS", "200"), ("LATENCY", "-1")])
     def test_bad_values_name_the_client_and_the_field(
@@ -87,20 +97,19 @@ class TestFromSettings:
             clients_lifespan({"billing": {"base_url": "http://billing.internal/", "chaos": {"latency_rate": 2}}})
 
     def test_refused_at_startup_without_the_guard(self, upstream: Upstream) -> None:
-        app = app_with({"base_url": upstream.url, "chaos": CHAOS}, ClientRegistry())
-        with pytest.raises(ConfigurationError) as caught, TestClient(app):
-            pass
+        with pytest.raises(ConfigurationError) as caught:
+            app_with({"base_url": upstream.url, "chaos": CHAOS}, ClientRegistry())
         message = str(caught.value)
-        assert message.startswith("Client 'billing': chaos is set in its settings")
-        assert f"Set {ALLOW_CHAOS_ENV}=1 in the environment to allow it" in message
-        assert upstream.hits["/charges"] == 0
+        assert message.startswith("Client 'billing' has invalid settings: chaos: ")
+        assert f"set {ALLOW_CHAOS_ENV}=1 in the environment to allow it" in message
 
     @pytest.mark.parametrize("value", ["0", "true", ""])
     def test_only_1_allows_it(self, monkeypatch: pytest.MonkeyPatch, value: str) -> None:
         monkeypatch.setenv(ALLOW_CHAOS_ENV, value)
-        settings = ClientSettings(base_url="http://b/", chaos=Chaos(fault_rate=0.3))
-        with pytest.raises(ConfigurationError, match=ALLOW_CHAOS_ENV):
-            Client.from_settings("billing", settings)
+        with pytest.raises(ValidationError, match=ALLOW_CHAOS_ENV):
+            ClientSettings(base_url="http://b/", chaos=Chaos(fault_rate=0.3))
+        monkeypatch.setenv(ALLOW_CHAOS_ENV, " 1 ")
+        assert ClientSettings(base_url="http://b/", chaos=Chaos(fault_rate=0.3)).chaos == Chaos(fault_rate=0.3)
 
     def test_allowed_it_starts_and_injects(self, monkeypatch: pytest.MonkeyPatch, upstream: Upstream) -> None:
         monkeypatch.setenv(ALLOW_CHAOS_ENV, "1")
@@ -150,9 +159,10 @@ class TestChaosFor:
     def test_none_turns_off_the_settings_chaos_and_blocks_nest(
         self, monkeypatch: pytest.MonkeyPatch, upstream: Upstream
     ) -> None:
+        monkeypatch.setenv(ALLOW_CHAOS_ENV, "1")
         registry = ClientRegistry()
         app = app_with({"base_url": upstream.url, "chaos": {"status_rate": 1.0, "status": 500}}, registry)
-        with chaos_for(registry, billing=None), TestClient(app) as http:  # no guard needed: overridden
+        with chaos_for(registry, billing=None), TestClient(app) as http:
             assert http.post("/checkout").json() == {"status": 200}
             with chaos_for(app, billing=Chaos(status_rate=1.0, status=504)):
                 assert http.post("/checkout").json() == {"status": 504}
@@ -162,7 +172,6 @@ class TestChaosFor:
             assert http.post("/checkout").json() == {"status": 200}
             assert registry.option_overrides == {"billing": {"chaos": None}}
         assert registry.option_overrides == {}
-        monkeypatch.setenv(ALLOW_CHAOS_ENV, "1")
         with TestClient(app) as http:
             assert http.post("/checkout").json() == {"status": 500}  # its own chaos again
 

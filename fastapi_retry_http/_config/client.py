@@ -24,7 +24,7 @@ from .._safety.headers import header_problem
 from .._safety.urls import base_url_problem
 from .._strategies.breaker import CircuitBreaker
 from .._strategies.budget import RetryBudget
-from ..chaos import Chaos
+from ..chaos import ALLOW_CHAOS_ENV, Chaos
 
 __all__ = ["ClientSettings", "PoolLimits"]
 
@@ -72,6 +72,17 @@ def _verify(value: object) -> object:
     if not os.path.exists(value):
         raise ValueError("CA bundle not found (no such file or directory)")
     return value
+
+
+def _chaos_allowed(chaos: Chaos | None) -> Chaos | None:
+    # Read when the settings are validated, at startup: a stray variable in production must
+    # not start injecting faults into real traffic.
+    if chaos is not None and os.environ.get(ALLOW_CHAOS_ENV, "").strip() != "1":
+        raise ValueError(
+            f"chaos would inject faults into real traffic: set {ALLOW_CHAOS_ENV}=1 in the environment to allow it "
+            "(tests, game days), or remove the client's chaos settings"
+        )
+    return chaos
 
 
 HttpUrlStr = Annotated[str, AfterValidator(_http_url)]
@@ -163,7 +174,7 @@ class ClientSettings(BaseModel):
     backend: Literal["aiohttp", "httpx"] | None = None
     retry_budget: RetryBudget | None = DEFAULT_BUDGET
     circuit_breaker: CircuitBreaker | None = None
-    chaos: Chaos | None = None
+    chaos: Annotated[Chaos | None, AfterValidator(_chaos_allowed)] = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `Client` these settings stand for."""

@@ -10,19 +10,18 @@ from __future__ import annotations
 
 import datetime
 import math
-import os
 import random
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Final
 
 import httpx
 
 from .._pipeline.attempts import Call
 from .._pipeline.send import INJECTED_EXTENSION, attempt_limit, cut_short
-from ..chaos import ALLOW_CHAOS_ENV, Chaos
-from ..exceptions import ConfigurationError, InjectedFault
+from ..chaos import Chaos
+from ..exceptions import InjectedFault
 
-__all__ = ["ChaosInterceptor", "Deck", "check_allowed"]
+__all__ = ["ChaosInterceptor", "Deck"]
 
 #: Cards per deck: shares are exact over every hundred attempts.
 DECK_SIZE: Final = 100
@@ -149,13 +148,3 @@ class ChaosInterceptor:
             "latency": config.latency,
             "injected": dict(self.counts),
         }
-
-
-def check_allowed(name: str, settings: Mapping[str, Any], environ: Mapping[str, str] = os.environ) -> None:
-    """Refuse chaos that comes from settings unless `HTTP_CLIENTS_ALLOW_CHAOS=1` allows it."""
-    if settings.get("chaos") is not None and environ.get(ALLOW_CHAOS_ENV, "").strip() != "1":
-        raise ConfigurationError(
-            f"Client {name!r}: chaos is set in its settings (chaos), which would inject faults into real "
-            f"traffic. Set {ALLOW_CHAOS_ENV}=1 in the environment to allow it (a test or a game day), "
-            "or remove the chaos settings."
-        )
