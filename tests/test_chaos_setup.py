@@ -129,6 +129,10 @@ class TestFromSettings:
         assert ALLOW_CHAOS_ENV in capsys.readouterr().err
         monkeypatch.setenv(ALLOW_CHAOS_ENV, "1")
         assert main(["check"]) == 0
+        shown = " ".join(capsys.readouterr().out.split())
+        assert (
+            "chaos ON: fault_rate=0.1, status_rate=0.0, status=503, latency_rate=0.0, latency=0.0, seed=None" in shown
+        )
 
 
 class TestChaosFor:
