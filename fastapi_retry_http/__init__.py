@@ -1,7 +1,7 @@
 """
 Named, retrying async HTTP clients for FastAPI services.
 
-Everything public is importable from here; `exceptions` and `testing` are public modules.
+Everything public is importable from here; `chaos`, `exceptions` and `testing` are public modules.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect as _inspect
 from importlib.metadata import version as _version
 
-from . import exceptions, testing
+from . import chaos, exceptions, testing
 from ._client import Client
 from ._config.app import HttpClientsSettings
 from ._config.client import ClientSettings, PoolLimits
@@ -46,6 +46,7 @@ __all__ = [
     "StateStore",
     "Strategy",
     "__version__",
+    "chaos",
     "clients",
     "clients_lifespan",
     "exceptions",

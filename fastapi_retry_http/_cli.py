@@ -223,6 +223,7 @@ def _effective(config: ClientSettings) -> list[tuple[str, str]]:
         ),
         ("retry", _fields(config.retry)),
         ("retry_budget", "none (no cap)" if config.retry_budget is None else _fields(config.retry_budget)),
+        ("chaos", "off" if config.chaos is None else "ON: " + _fields(config.chaos)),
     ]
     return rows
 

@@ -37,6 +37,7 @@ from ._types import (
     TimeoutValue,
     UseClientDefault,
 )
+from .chaos import Chaos
 from .exceptions import ClientClosedError, ConfigurationError
 
 __all__ = ["Client"]
@@ -94,8 +95,8 @@ class Client(HttpMethods):
             outage upstream does not triple the load on it; `None` for no cap.
         circuit_breaker: Stop sending to an upstream that fails most attempts, for a while
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); off by default.
-        store: Where the retry budget and the breaker keep their counts; the client's own by
-            default.
+        store: Where the retry budget and the breaker keep their counts; the client's own by default.
+        chaos: Faults, statuses and latency to inject ([`Chaos`][fastapi_retry_http.chaos.Chaos]); off by default.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
         keep_cookies: Store cookies from responses (`Set-Cookie`) and send them on later calls.
@@ -128,6 +129,7 @@ class Client(HttpMethods):
         store: StateStore | None = None,
         instrumentation: Iterable[Instrument] = (),
         keep_cookies: bool = False,
+        chaos: Chaos | None = None,
     ) -> None:
         # The strategies' options, by name (declared once, in `_strategies.OPTIONS`), passed on as they are.
         options = cast(StrategyOptions, {key: value for key, value in locals().items() if key in OPTIONS})

@@ -12,6 +12,7 @@ app = FastAPI(lifespan=clients_lifespan(settings.http_clients, instrumentation=[
 | `fastapi_retry_http_attempts_total` | counter | `client`, `method`, `outcome` |
 | `fastapi_retry_http_retries_total` | counter | `client`, `reason` (status code or error class) |
 | `fastapi_retry_http_gave_up_total` | counter | `client`, `reason` (why retries stopped) |
+| `fastapi_retry_http_injected_total` | counter, attempts chaos acted on (a drill) | `client`, `outcome` |
 | `fastapi_retry_http_request_duration_seconds` | histogram, per call (waits included) | `client`, `method` |
 | `fastapi_retry_http_circuit_open` | gauge, 0 or 1 | `client` |
 
@@ -62,8 +63,9 @@ class PrometheusMetrics:
                 "Calls that stopped retrying a retryable failure, or were refused before any attempt, by why.",
                 ("client", "reason"),
             ),
+            "injected": ("Attempts chaos acted on (a drill), by how each ended.", ("client", "outcome")),
         }
-        self.attempts, self.retries, self.gave_up = (
+        self.attempts, self.retries, self.gave_up, self.injected = (
             Counter(f"fastapi_retry_http_{name}", doc, labels, registry=registry)
             for name, (doc, labels) in counters.items()
         )
@@ -86,6 +88,8 @@ class PrometheusMetrics:
         """Count the attempt; count a retry or a give-up; time the call once it ends."""
         method = event.method if event.method in KNOWN_METHODS else "_OTHER"
         self.attempts.labels(event.client, method, event.outcome).inc()
+        if event.injected:
+            self.injected.labels(event.client, event.outcome).inc()
         if event.outcome == "retry":
             reason = str(event.status_code) if event.error is None else event.error
             self.retries.labels(event.client, reason).inc()

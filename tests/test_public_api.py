@@ -8,7 +8,7 @@ import types
 import pytest
 
 import fastapi_retry_http
-from fastapi_retry_http import exceptions, otel, prometheus, testing
+from fastapi_retry_http import chaos, exceptions, otel, prometheus, testing
 
 PUBLIC = {
     "AttemptEvent",
@@ -32,6 +32,7 @@ PUBLIC = {
     "RetryPolicy",
     "RetryTransport",
     "__version__",
+    "chaos",
     "clients",
     "clients_lifespan",
     "exceptions",
@@ -56,7 +57,7 @@ def test_all_lists_exactly_the_public_names() -> None:
     ("module", "name"),
     [
         (m, n)
-        for m in (fastapi_retry_http, exceptions, testing, otel, prometheus)
+        for m in (fastapi_retry_http, chaos, exceptions, testing, otel, prometheus)
         for n in m.__all__
         if n != "__version__"
     ],

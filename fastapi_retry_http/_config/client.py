@@ -24,6 +24,7 @@ from .._safety.headers import header_problem
 from .._safety.urls import base_url_problem
 from .._strategies.breaker import CircuitBreaker
 from .._strategies.budget import RetryBudget
+from ..chaos import ALLOW_CHAOS_ENV, Chaos
 
 __all__ = ["ClientSettings", "PoolLimits"]
 
@@ -71,6 +72,17 @@ def _verify(value: object) -> object:
     if not os.path.exists(value):
         raise ValueError("CA bundle not found (no such file or directory)")
     return value
+
+
+def _chaos_allowed(chaos: Chaos | None) -> Chaos | None:
+    # Read when the settings are validated, at startup: a stray variable in production must
+    # not start injecting faults into real traffic.
+    if chaos is not None and os.environ.get(ALLOW_CHAOS_ENV, "").strip() != "1":
+        raise ValueError(
+            f"chaos would inject faults into real traffic: set {ALLOW_CHAOS_ENV}=1 in the environment to allow it "
+            "(tests, game days), or remove the client's chaos settings"
+        )
+    return chaos
 
 
 HttpUrlStr = Annotated[str, AfterValidator(_http_url)]
@@ -144,6 +156,9 @@ class ClientSettings(BaseModel):
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); unset for none.
         keep_cookies: Store cookies from responses and send them on later calls (off: a
             shared client never carries one caller's upstream session into another's call).
+        chaos: Inject faults, statuses and latency ([`Chaos`][fastapi_retry_http.chaos.Chaos]);
+            unset for none. Refused at startup unless the environment has
+            `HTTP_CLIENTS_ALLOW_CHAOS=1`.
     """
 
     model_config = _FORBID
@@ -162,6 +177,7 @@ class ClientSettings(BaseModel):
     retry_budget: RetryBudget | None = DEFAULT_BUDGET
     circuit_breaker: CircuitBreaker | None = None
     keep_cookies: bool = False
+    chaos: Annotated[Chaos | None, AfterValidator(_chaos_allowed)] = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """

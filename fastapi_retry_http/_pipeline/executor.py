@@ -22,7 +22,7 @@ from .attempts import Call, Outcome
 from .decisions import event, final_kind, refused
 from .events import Instruments
 from .logs import log_gave_up, log_retry
-from .send import Sender, discard
+from .send import INJECTED_EXTENSION, Sender, discard
 from .strategy import Gate, Refusal
 
 __all__ = ["Executor"]
@@ -70,6 +70,8 @@ class Executor:
             retryable = call.retries and policy.retries_status(request, response.status_code)
             outcome = Outcome(response=response, retryable=retryable)
         outcome.attempt = number
+        if self.sender.interceptors:  # chaos: the attempts it acted on are marked on the request
+            outcome.injected = number in request.extensions.get(INJECTED_EXTENSION, ())
         if self._instruments:
             outcome.duration = time.perf_counter() - started
             if scopes is not None:

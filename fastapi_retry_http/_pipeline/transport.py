@@ -86,8 +86,9 @@ class RetryTransport(httpx.AsyncBaseTransport):
         budget: Caps retries at a share of recent requests
             ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `None` for no cap.
         store: Where the budget and the breaker keep their counts; this transport's own by default.
-        circuit_breaker: Stop sending while the upstream fails most attempts
-            ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); `None` (the default) for none.
+        **options: The resilience options, by the names of `Client`'s keywords: `circuit_breaker`
+            ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]), `chaos`
+            ([`Chaos`][fastapi_retry_http.chaos.Chaos]), ...; each off unless given.
         gates: More gates, asked after the budget before every attempt.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt.
     """

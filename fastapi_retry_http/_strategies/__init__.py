@@ -26,8 +26,10 @@ from typing import Any, Literal, TypedDict
 from .._pipeline.events import Instruments
 from .._pipeline.strategy import CallStrategy, Interceptor, Strategy
 from .._stores.memory import StateStore
+from ..chaos import Chaos
 from .breaker import BreakerGate, CircuitBreaker
 from .budget import DEFAULT_BUDGET, BudgetGate, RetryBudget
+from .chaos import ChaosInterceptor
 
 __all__ = ["OPTIONS", "Context", "Option", "Strategies", "StrategyOptions", "build"]
 
@@ -37,6 +39,7 @@ class StrategyOptions(TypedDict, total=False):
 
     retry_budget: RetryBudget | None
     circuit_breaker: CircuitBreaker | None
+    chaos: Chaos | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +85,15 @@ def _budget(config: RetryBudget, context: Context) -> BudgetGate:
     return BudgetGate(context.store.budget_counter(context.name, config), context.clock)
 
 
+def _chaos(config: Chaos, context: Context) -> ChaosInterceptor:
+    return ChaosInterceptor(config, context.name, context.clock, context.sleep)
+
+
 #: Every option, in pipeline order. `"gates"` marks where the caller's own gates stand.
 OPTIONS: dict[str, Option] = {
     "circuit_breaker": Option(None, "attempt", _breaker),
     "retry_budget": Option(DEFAULT_BUDGET, "attempt", _budget),
+    "chaos": Option(None, "send", _chaos),
 }
 
 #: The caller's gates (`RetryTransport(gates=...)`) stand before this option, or last.
