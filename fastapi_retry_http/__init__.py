@@ -13,6 +13,7 @@ from . import exceptions, testing
 from ._client import Client
 from ._config.app import HttpClientsSettings
 from ._config.client import ClientSettings, PoolLimits
+from ._fastapi.errors import exception_handlers
 from ._fastapi.lifespan import clients_lifespan, get_client
 from ._fastapi.registry import ClientRegistry, clients
 from ._pipeline.events import AttemptEvent, CircuitEvent
@@ -39,6 +40,7 @@ __all__ = [
     "__version__",
     "clients",
     "clients_lifespan",
+    "exception_handlers",
     "exceptions",
     "get_client",
     "testing",
