@@ -132,6 +132,11 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self._waits: set[asyncio.Future[None]] = set()
 
     @property
+    def instrumentation(self) -> tuple[Instrument, ...]:
+        """The instruments told about this transport's attempts (the dashboard finds its log here)."""
+        return tuple(self._instruments)
+
+    @property
     def inner(self) -> httpx.AsyncBaseTransport:
         """The transport each attempt is sent through."""
         return self._sender.inner
