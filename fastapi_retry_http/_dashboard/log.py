@@ -42,7 +42,9 @@ class ClientLog:
     def add(self, now: float, event: AttemptEvent) -> None:
         """Keep `event`, seen at `now`, and count its outcome."""
         self.attempts.append((now, event))
-        bucket = self._bucket(int(now))
+        second = int(now)
+        # Within the same second (the common case under load), no call to roll the buckets.
+        bucket = self._buckets[second % WINDOW] if second == self._second else self._bucket(second)
         bucket[event.outcome] = bucket.get(event.outcome, 0) + 1
 
     def counts(self, now: float) -> dict[str, int]:
@@ -95,8 +97,9 @@ class AttemptLog:
 
     def on_attempt(self, event: AttemptEvent) -> None:
         """Keep `event` (called by the client after each attempt)."""
-        log = self._clients.get(event.client)
-        if log is None:
+        try:
+            log = self._clients[event.client]
+        except KeyError:
             log = self._clients[event.client] = ClientLog(self._size)
         log.add(self._clock(), event)
 
