@@ -95,4 +95,3 @@ def clients_router(*, dependencies: Sequence[params.Depends] | None = None, publ
 
 def _log_of(instruments: tuple[Any, ...]) -> AttemptLog | None:
     return next((i for i in instruments if isinstance(i, AttemptLog)), None)
-

@@ -92,7 +92,9 @@ class TestEverySettingInEffect:
         assert problem in err
         assert SECRET not in err
 
-    def test_a_unix_socket_url_is_fine(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_a_unix_socket_url_is_fine(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         monkeypatch.setenv("HTTP_CLIENTS_REDIS_URL", "unix:///run/redis.sock")
         monkeypatch.setenv("HTTP_CLIENTS__BILLING__BASE_URL", "http://billing.internal/")
         assert "store               redis unix:///run/redis.sock" in run(capsys, "check")[1]
@@ -186,7 +188,8 @@ def test_a_closed_pipe_is_no_traceback() -> None:
     with subprocess.Popen(
         [sys.executable, "-m", "fastapi_retry_http", "check"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     ) as process:
-        assert process.stdout is not None and process.stderr is not None
+        assert process.stdout is not None
+        assert process.stderr is not None
         process.stdout.close()
         stderr = process.stderr.read().decode()
         assert process.wait(timeout=60) == 1
@@ -220,7 +223,7 @@ class TestProbe:
         code, out, _ = run(capsys, "probe", "billing", "--path", "health")
         assert code == 1
         result = " ".join(out[out.index("result") :].split())
-        assert result.startswith(f"result FAILED: the upstream")
+        assert result.startswith("result FAILED: the upstream")
         assert why in result
 
     def test_an_error_after_sending_names_the_url(
@@ -247,7 +250,8 @@ def test_the_check_sample_in_configuration_md_is_true(
     section = page[page.index("### `check`") : page.index("### `probe")]
     console = re.search(r"```console\n(.*?)```", section, re.DOTALL)
     sample = re.search(r"```text\n(.*?)```", section, re.DOTALL)
-    assert console is not None and sample is not None
+    assert console is not None
+    assert sample is not None
     for line in console.group(1).splitlines():
         if line.startswith("export "):
             name, _, value = line.removeprefix("export ").partition("=")

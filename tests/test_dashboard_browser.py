@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import pytest
@@ -43,7 +43,7 @@ async def operators_only(x_api_key: Annotated[str | None, Header()] = None) -> N
 
 def make_app(upstream: Upstream) -> FastAPI:
     breaker = CircuitBreaker(failure_ratio=0.5, minimum_throughput=4, break_duration=30)
-    configs = {
+    configs: dict[str, dict[str, Any]] = {
         "billing": {"base_url": upstream.url + "/billing/", "circuit_breaker": breaker},
         "shipping": {"base_url": upstream.url + "/shipping/", "circuit_breaker": {}},
         "search": {"base_url": upstream.url + "/search/", "retry_budget": None},

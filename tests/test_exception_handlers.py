@@ -156,7 +156,7 @@ def test_errors_that_are_not_upstream_failures_stay_500() -> None:
     assert answer.status_code == 500
 
 
-def raising(error: Exception, base_url: str | None = None) -> httpx.Response:
+def raising(error: Exception, base_url: str | None = None) -> Any:  # TestClient's response (httpx2's when installed)
     """What the app answers when a route raises `error` (with a client `billing` at `base_url`)."""
     configs = {} if base_url is None else {"billing": {"base_url": base_url, "retry": RetryPolicy(attempts=1)}}
     app = FastAPI(

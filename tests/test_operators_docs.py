@@ -16,14 +16,13 @@ def python_block(page: str, containing: str) -> str:
     text = (ROOT / "docs" / page).read_text(encoding="utf-8")
     found = [b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if containing in b]
     assert len(found) == 1, f"{page}: {len(found)} python blocks contain {containing!r}"
-    return found[0]
+    return str(found[0])
 
 
 def test_the_documented_metrics_route_answers_curl_without_a_redirect(tmp_path: Path) -> None:
     script = tmp_path / "metrics_app.py"
     script.write_text(
-        python_block("observability.md", "/metrics")
-        + "\nfrom fastapi.testclient import TestClient\n"
+        python_block("observability.md", "/metrics") + "\nfrom fastapi.testclient import TestClient\n"
         "with TestClient(app) as http:\n"
         "    answer = http.get('/metrics', follow_redirects=False)\n"
         "print(answer.status_code, answer.headers['content-type'])\n"
@@ -40,10 +39,10 @@ def test_the_documented_metrics_route_answers_curl_without_a_redirect(tmp_path: 
 
 
 def test_the_readmes_speed_is_the_performance_pages() -> None:
-    claim = re.search(r"own: ([\d.]+)×, ([\d.]+)× and ([\d.]+)× of raw aiohttp's", README)
+    claim = re.search(r"own: ([\d.]+)\u00d7, ([\d.]+)\u00d7 and ([\d.]+)\u00d7 of raw aiohttp's", README)
     assert claim is not None
     row = next(line for line in (ROOT / "docs/performance.md").read_text().splitlines() if "`Client` (default)" in line)
-    assert re.findall(r"\(([\d.]+)×\)", row) == list(claim.groups())
+    assert re.findall(r"\(([\d.]+)\u00d7\)", row) == list(claim.groups())
 
 
 def test_the_readme_names_every_extra() -> None:
