@@ -27,6 +27,7 @@ from fastapi import APIRouter, params
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse
 
+from ._dashboard.actions import add_actions
 from ._dashboard.log import AttemptLog
 from ._dashboard.snapshot import snapshot
 from ._fastapi.lifespan import _registry_of
@@ -40,7 +41,9 @@ POLL_INTERVAL: Final = 1.0
 _PAGE: Final = resources.files(__package__).joinpath("_dashboard/page.html").read_text(encoding="utf-8")
 
 
-def clients_router(*, dependencies: Sequence[params.Depends] | None = None, public: bool = False) -> APIRouter:
+def clients_router(
+    *, dependencies: Sequence[params.Depends] | None = None, public: bool = False, actions: bool = False
+) -> APIRouter:
     """
     The dashboard's routes, to include under a prefix of your choice.
 
@@ -59,9 +62,16 @@ def clients_router(*, dependencies: Sequence[params.Depends] | None = None, publ
             `[Depends(require_operator)]`: the page shows upstream names, paths and errors,
             so it is not for everyone.
         public: Build it without dependencies, on purpose (a private network, a sidecar).
+        actions: Add the operators' actions, behind the same dependencies (never public):
+            `POST /clients/{name}/circuit/open?seconds=S` forces a client's breaker open (for
+            its `break_duration` by default, at most its `max_break_duration`), and
+            `POST /clients/{name}/circuit/close` closes it with a fresh window; with a shared
+            store, for the fleet. Each needs the header `X-Operator-Action` (any value), which
+            a cross-site form cannot send, and is logged as a WARNING. The page shows buttons.
 
     Raises:
-        ConfigurationError: Neither `dependencies` nor `public=True` was given.
+        ConfigurationError: Neither `dependencies` nor `public=True` was given, or `actions`
+            without `dependencies`.
     """
     if not dependencies and not public:
         raise ConfigurationError(
@@ -69,7 +79,14 @@ def clients_router(*, dependencies: Sequence[params.Depends] | None = None, publ
             "dependencies=[Depends(...)] that checks who may see it (an API key, an OAuth scope), "
             "or public=True to serve it to anyone who can reach it."
         )
+    if actions and not dependencies:
+        raise ConfigurationError(
+            "clients_router(actions=True) lets its callers open and close breakers: give it "
+            "dependencies=[Depends(...)] that checks who may (actions are never public)."
+        )
     router = APIRouter(dependencies=list(dependencies or ()))
+    if actions:
+        add_actions(router)
 
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
@@ -88,6 +105,7 @@ def clients_router(*, dependencies: Sequence[params.Depends] | None = None, publ
         # The log's clock, so that attempt times and "now" agree (a test's clock included).
         now = next((log.now() for log in logs.values() if log is not None), None)
         body = snapshot(registry, logs, time.time() if now is None else now)
+        body["actions"] = actions
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     return router

@@ -3,7 +3,8 @@ The dashboard page in a real browser: Debian's chromium driven by Playwright.
 
 The app runs for real (uvicorn on a loopback port, its clients lifespan, an API key checked by
 a dependency); the page loads without a console error, shows every client, and shows a
-breaker opening within 2 s of it happening. A screenshot is taken each run; with
+breaker opening within 2 s of it happening, and an operator closing it from the page. A
+screenshot is taken each run; with
 `DASHBOARD_SCREENSHOT=docs/dashboard.png` it is written where the docs page shows it.
 
 No browser is ever downloaded: the test drives /usr/bin/chromium (`.ci/run` installs the
@@ -50,7 +51,7 @@ def make_app(upstream: Upstream) -> FastAPI:
     }
     lifespan = clients_lifespan(configs, registry=ClientRegistry(), instrumentation=[AttemptLog()])
     app = FastAPI(lifespan=lifespan, exception_handlers=exception_handlers())
-    app.include_router(clients_router(dependencies=[Depends(operators_only)]), prefix="/ops/clients")
+    app.include_router(clients_router(dependencies=[Depends(operators_only)], actions=True), prefix="/ops/clients")
 
     @app.get("/billing/{path:path}")
     async def billing(path: str, client: Annotated[Client, Depends(get_client("billing"))]) -> int:
@@ -129,6 +130,12 @@ def test_the_page_shows_every_client_and_a_breaker_opening_within_2_s(
         page.wait_for_timeout(300)  # let the page settle for the picture
         screenshot = Path(os.environ.get("DASHBOARD_SCREENSHOT") or tmp_path / "dashboard.png")
         page.screenshot(path=str(screenshot), full_page=True)
+        # An operator's order from the page: the breaker closes, on the page too.
+        page.click('[data-client="billing"] [data-action="close"]')
+        page.wait_for_selector('[data-client="billing"] [data-breaker="closed"]', timeout=2000)
+        with httpx.Client(base_url=service) as http:
+            upstream.script("/billing/invoices", 200)
+            assert http.get("/billing/invoices").json() == 200
         browser.close()
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert problems == []

@@ -22,7 +22,7 @@ from .._client import Client
 from .._fastapi.registry import ClientRegistry
 from .log import WINDOW, AttemptLog, ClientLog
 
-__all__ = ["snapshot"]
+__all__ = ["jsonable", "snapshot"]
 
 
 def snapshot(registry: ClientRegistry, logs: Mapping[str, AttemptLog | None], now: float) -> dict[str, Any]:
@@ -40,7 +40,7 @@ def _client(name: str, client: Client, log: AttemptLog | None, now: float) -> di
         status = getattr(strategy, "status", None)
         if not callable(status):
             continue
-        shown = _jsonable(status())
+        shown = jsonable(status())
         if not isinstance(shown, dict):
             shown = {"value": shown}
         shown.setdefault("scope", _scope(strategy))
@@ -118,14 +118,14 @@ def _number(value: float | None) -> float | None:
     return value if value is None or math.isfinite(value) else None
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """`value` as JSON can hold it: dataclasses and mappings as objects, infinities as null."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, float):
         return _number(value)
     if value is None or isinstance(value, bool | int | str):
