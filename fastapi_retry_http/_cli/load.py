@@ -112,13 +112,11 @@ def _client_settings(settings: BaseSettings) -> dict[str, ClientSettings]:
 
 def _store(settings: BaseSettings) -> str:
     """The store line: where budgets and breakers live, the Redis URL masked and checked."""
-    url = getattr(settings, "http_clients_redis_url", None)
-    if isinstance(url, SecretStr):
-        url = url.get_secret_value()
+    value = getattr(settings, "http_clients_redis_url", None)
+    # A SecretStr in the library's settings; a str, or pydantic's URL type, in an app's own.
+    url = value.get_secret_value() if isinstance(value, SecretStr) else str(value or "")
     if not url:
         return "memory (each process keeps its own budgets and breakers)"
-    if not isinstance(url, str):
-        raise Invalid("http_clients_redis_url: expected a string")
     problem = redis_url_problem(url)
     if problem is not None:  # a settings class of the app's own, without the library's check
         raise Invalid(f"http_clients_redis_url: not a usable Redis URL: {problem}")
