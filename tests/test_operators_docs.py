@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -63,3 +64,24 @@ def test_the_operating_page_shows_the_dashboard() -> None:
     assert picture is not None
     assert (ROOT / "docs" / picture.group(1)).read_bytes()[:4] == b"\x89PNG"
     assert "operating.md" in (ROOT / "mkdocs.yml").read_text()
+
+
+def test_configuration_md_tells_validation_errors_from_configuration_errors(monkeypatch: Any) -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from fastapi_retry_http import HttpClientsSettings, clients_lifespan
+    from fastapi_retry_http.exceptions import ConfigurationError
+
+    page = " ".join((ROOT / "docs/configuration.md").read_text(encoding="utf-8").split())  # the samples are indented
+    monkeypatch.setenv("HTTP_CLIENTS__BILLING__BASE_URL", "https://billing.internal/api/")
+    monkeypatch.setenv("HTTP_CLIENTS__BILLING__RETRY__ATEMPTS", "5")
+    with pytest.raises(ValidationError) as from_environment:
+        HttpClientsSettings()
+    assert "http_clients.billing.retry.atempts Unexpected keyword argument" in page
+    assert "http_clients.billing.retry.atempts Unexpected keyword argument" in " ".join(
+        str(from_environment.value).split()
+    )
+    with pytest.raises(ConfigurationError) as from_mapping:
+        clients_lifespan({"billing": {"base_url": "https://billing.internal/api/", "retry": {"atempts": 5}}})
+    assert f"ConfigurationError: {from_mapping.value}" in page
