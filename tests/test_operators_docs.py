@@ -85,3 +85,19 @@ def test_configuration_md_tells_validation_errors_from_configuration_errors(monk
     with pytest.raises(ConfigurationError) as from_mapping:
         clients_lifespan({"billing": {"base_url": "https://billing.internal/api/", "retry": {"atempts": 5}}})
     assert f"ConfigurationError: {from_mapping.value}" in page
+
+
+def test_the_alert_rules_name_metrics_that_exist() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from fastapi_retry_http.prometheus import PrometheusMetrics
+
+    registry = CollectorRegistry()
+    PrometheusMetrics(registry)
+    # Labelled metrics have no samples before their first use: the families' names, as scraped.
+    exported = {family.name + ("_total" if family.type == "counter" else "") for family in registry.collect()}
+    page = (ROOT / "docs/operating.md").read_text(encoding="utf-8")
+    rules = page[page.index("```yaml") : page.index("```", page.index("```yaml") + 3)]
+    named = set(re.findall(r"fastapi_retry_http_\w+", rules))
+    assert named
+    assert named <= exported, named - exported
