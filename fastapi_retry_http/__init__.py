@@ -13,6 +13,7 @@ from . import chaos, exceptions, testing
 from ._client import Client
 from ._config.app import HttpClientsSettings
 from ._config.client import ClientSettings, PoolLimits
+from ._fastapi.errors import exception_handlers
 from ._fastapi.lifespan import clients_lifespan, get_client
 from ._fastapi.registry import ClientRegistry, clients
 from ._pipeline.attempts import Call, CallOptions, Outcome
@@ -49,6 +50,7 @@ __all__ = [
     "chaos",
     "clients",
     "clients_lifespan",
+    "exception_handlers",
     "exceptions",
     "get_client",
     "testing",

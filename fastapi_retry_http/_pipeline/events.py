@@ -14,7 +14,7 @@ change (`CircuitEvent`). An instrument without them is never asked.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, runtime_checkable
 
@@ -156,6 +156,9 @@ class Instruments:
 
     def __bool__(self) -> bool:
         return bool(self._instruments)
+
+    def __iter__(self) -> Iterator[Instrument]:
+        return iter(self._instruments)
 
     def emit(self, event: AttemptEvent) -> None:
         """Hand `event` to every instrument."""

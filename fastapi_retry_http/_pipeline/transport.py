@@ -86,11 +86,13 @@ class RetryTransport(httpx.AsyncBaseTransport):
         budget: Caps retries at a share of recent requests
             ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `None` for no cap.
         store: Where the budget and the breaker keep their counts; this transport's own by default.
-        **options: The resilience options, by the names of `Client`'s keywords: `circuit_breaker`
-            ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]), `chaos`
-            ([`Chaos`][fastapi_retry_http.chaos.Chaos]), ...; each off unless given.
-        gates: More gates, asked after the budget before every attempt.
+        gates: More strategies ([`Strategy`][fastapi_retry_http.Strategy]), asked after the
+            budget and the throttle before every attempt.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt.
+        **options: The resilience options, by the names of `Client`'s keywords (each off
+            unless given): `circuit_breaker`
+            ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]), `retry_budget`, `chaos`
+            ([`Chaos`][fastapi_retry_http.chaos.Chaos]), and the others `Client` documents.
     """
 
     def __init__(
@@ -141,6 +143,11 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self._closed = False
         self._waits: set[asyncio.Future[None]] = set()
         self._checked_headers: list[tuple[bytes, bytes]] = []
+
+    @property
+    def instrumentation(self) -> tuple[Instrument, ...]:
+        """The instruments told about this transport's attempts (the dashboard finds its log here)."""
+        return tuple(self._instruments)
 
     @property
     def inner(self) -> httpx.AsyncBaseTransport:

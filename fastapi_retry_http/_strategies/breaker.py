@@ -225,6 +225,23 @@ class BreakerGate:
             return CircuitStatus("closed", ratio, attempts, 0.0)
         return CircuitStatus("open", ratio, attempts, max(0.0, state.open_until - now))
 
+    def force_open(self, seconds: float) -> None:
+        """An operator's order: open now for `seconds`, whatever the counts; then probe as usual."""
+        previous = self.status().state
+        state = self.state
+        self._probe, state.probing = None, False
+        state.open_until = self._clock() + seconds
+        self._changed(CircuitEvent(self._client, "open", previous, retry_after=seconds))
+
+    def force_close(self) -> None:
+        """An operator's order: close now, with a fresh window (a shared store closes the fleet's)."""
+        previous = self.status().state
+        state = self.state
+        self._probe, state.probing = None, False
+        state.open_until, state.opened = -math.inf, 0
+        state.reset()
+        self._changed(CircuitEvent(self._client, "closed", previous))
+
     def _open(self, now: float, previous: CircuitState) -> None:
         state = self.state
         state.opened += 1
