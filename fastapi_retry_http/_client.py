@@ -28,6 +28,7 @@ from ._safety.urls import check_path
 from ._stores.memory import StateStore
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
+from ._strategies.caching import HttpCache
 from ._types import (
     USE_CLIENT_DEFAULT,
     BodyOptions,
@@ -107,6 +108,11 @@ class Client(HttpMethods):
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); off by default.
         store: Where the retry budget and the breaker keep their counts; the client's own by
             default.
+        cache: An RFC 9111 shared cache in front of the calls
+            ([`HttpCache`][fastapi_retry_http.cache.HttpCache], the `[cache]` extra); off by
+            default. A hit makes no attempt.
+        coalesce: Concurrent identical GET and HEAD calls share one upstream call (same URL,
+            same headers); off by default. See the Caching and coalescing page.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
     """
@@ -133,6 +139,8 @@ class Client(HttpMethods):
         circuit_breaker: CircuitBreaker | None = None,
         store: StateStore | None = None,
         instrumentation: Iterable[Instrument] = (),
+        cache: HttpCache | None = None,
+        coalesce: bool = False,
     ) -> None:
         self.retry = retry if retry is not None else RetryPolicy()
         base = httpx.URL(base_url)
@@ -155,6 +163,8 @@ class Client(HttpMethods):
             store=store,
             circuit_breaker=circuit_breaker,
             instrumentation=instrumentation,
+            cache=cache,
+            coalesce=coalesce,
         )
         # Only the codings the transport decodes with bounded memory (see _safety/size_cap.py).
         headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}

@@ -48,6 +48,7 @@ class Upstream:
         self.hits: Counter[str] = Counter()
         self.seen: dict[str, list[tuple[dict[str, str], bytes]]] = defaultdict(list)
         self.client_ports: set[int] = set()
+        self._holds: dict[str, threading.Event] = {}
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -59,7 +60,18 @@ class Upstream:
     def script(self, path: str, *replies: int | Reply) -> None:
         self._scripts[path].extend(r if isinstance(r, Reply) else Reply(status=r) for r in replies)
 
+    def hold(self, path: str) -> threading.Event:
+        """
+        Requests to `path` are counted, then held until the returned event is set (10 s at
+        most): concurrent calls overlap for as long as a test needs, with no sleep.
+        """
+        event = self._holds[path] = threading.Event()
+        return event
+
     def reset(self) -> None:
+        for event in self._holds.values():
+            event.set()
+        self._holds.clear()
         self._scripts.clear()
         self.hits.clear()
         self.seen.clear()
@@ -77,6 +89,9 @@ class Upstream:
         self.hits[path] += 1
         self.client_ports.add(scope["client"][1])
         self.seen[path].append((dict(request.headers), body))
+        held = self._holds.get(path)
+        if held is not None:
+            await asyncio.to_thread(held.wait, 10)
         script = self._scripts[path]
         reply = script.popleft() if script else Reply()
         if path.startswith("/echo"):

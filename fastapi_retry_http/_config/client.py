@@ -24,6 +24,7 @@ from .._safety.headers import header_problem
 from .._safety.urls import base_url_problem
 from .._strategies.breaker import CircuitBreaker
 from .._strategies.budget import RetryBudget
+from .._strategies.caching import HttpCache
 
 __all__ = ["ClientSettings", "PoolLimits"]
 
@@ -142,6 +143,9 @@ class ClientSettings(BaseModel):
             ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `null` for no cap.
         circuit_breaker: Stop sending while the upstream fails
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); unset for none.
+        cache: An RFC 9111 shared cache ([`HttpCache`][fastapi_retry_http.cache.HttpCache],
+            the `[cache]` extra); unset for none. `HTTP_CLIENTS__RATES__CACHE__STORAGE=sqlite`.
+        coalesce: Concurrent identical GET and HEAD calls share one upstream call.
     """
 
     model_config = _FORBID
@@ -159,6 +163,8 @@ class ClientSettings(BaseModel):
     backend: Literal["aiohttp", "httpx"] | None = None
     retry_budget: RetryBudget | None = DEFAULT_BUDGET
     circuit_breaker: CircuitBreaker | None = None
+    cache: HttpCache | None = None
+    coalesce: bool = False
 
     def client_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `Client` these settings stand for."""
@@ -176,4 +182,6 @@ class ClientSettings(BaseModel):
             "backend": self.backend,
             "retry_budget": self.retry_budget,
             "circuit_breaker": self.circuit_breaker,
+            "cache": self.cache,
+            "coalesce": self.coalesce,
         }

@@ -1,0 +1,319 @@
+"""
+An RFC 9111 shared cache for a client, on hishel (the `[cache]` extra).
+
+```python
+from fastapi_retry_http.cache import HttpCache
+
+rates = Client("https://rates.internal/", cache=HttpCache(max_entries=500))
+```
+
+A strategy around the call, before coalescing and every attempt: a hit makes no attempt and
+carries `response.extensions["fastapi_retry_http.from_cache"] = True`. hishel's sans-IO state
+machine decides what is stored, reused and revalidated, in its shared-cache mode; this module
+drives it with the client's own pipeline and adds what hishel 2.0 leaves out:
+
+- the `Authorization` rule on reuse (hishel checks it only when storing, for the storing request);
+- `stale-if-error` (RFC 5861), where an upstream error includes a call the breaker refused;
+- a `Date` on responses that came without one (RFC 9110 §6.6.1; hishel would take them as
+  forever new);
+- an in-memory storage bounded by entries and bytes (hishel's own default is a SQLite file in
+  the working directory), and one entry per variant (a newer one replaces the older).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Final
+
+import httpx
+from hishel import (
+    AsyncBaseStorage,
+    AsyncSqliteStorage,
+    CacheMiss,
+    CacheOptions,
+    CouldNotBeStored,
+    Entry,
+    FromCache,
+    Headers,
+    IdleClient,
+    InvalidateEntries,
+    NeedRevalidation,
+    NeedToBeUpdated,
+    Request,
+    Response,
+    StoreAndUse,
+)
+
+from ._pipeline.copies import read_response
+from ._pipeline.send import STREAM_EXTENSION
+from ._pipeline.strategy import Proceed
+from ._strategies.caching import ERROR_STATUSES, HttpCache, allows_shared_reuse, stale_if_error_allows
+from ._strategies.coalesce import COALESCED_EXTENSION
+
+__all__ = ["FROM_CACHE_EXTENSION", "CacheStrategy", "HttpCache", "MemoryStorage"]
+
+#: `response.extensions` key: `True` on a response the cache answered (a hit, a stored
+#: response confirmed by a 304, or a stale one served in place of an upstream error).
+FROM_CACHE_EXTENSION: Final = "fastapi_retry_http.from_cache"
+
+#: Shared (a service's client answers many users), and never stale without revalidation.
+_OPTIONS: Final = CacheOptions(shared=True, allow_stale=False)
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    yield body
+
+
+@dataclass(slots=True)
+class _Stored:
+    key: str
+    request: Request
+    response: Response  # its stream is `body`, handed out anew on every lookup
+    body: bytes
+
+
+class MemoryStorage(AsyncBaseStorage):
+    """
+    A hishel storage in this process's memory, bounded by entries and bytes (least recently
+    used evicted first). Entries never expire by time here: RFC 9111 decides what a stored
+    response may still answer, and a stale one is still worth revalidating.
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int, max_entry_bytes: int) -> None:
+        super().__init__(max_stream_size=max_entry_bytes)
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[uuid.UUID, _Stored] = OrderedDict()
+        self._by_key: dict[str, list[uuid.UUID]] = {}
+        #: Bytes of stored bodies now.
+        self.bytes = 0
+        #: Entries evicted to keep within the bounds, since start.
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def create_entry(
+        self, request: Request, response: Response, key: str, *, ttl: float | None = None, tti: float | None = None
+    ) -> Entry:
+        """The entry, kept once its body has been read through the returned stream."""
+        entry_id = uuid.uuid4()
+        stream = self._saving(entry_id, key, request, response)
+        return Entry(id=entry_id, request=request, response=replace(response, stream=stream))
+
+    async def _saving(self, entry_id: uuid.UUID, key: str, request: Request, response: Response) -> AsyncIterator[bytes]:
+        chunks: list[bytes] = []
+        assert isinstance(response.stream, AsyncIterator)
+        async for chunk in response.stream:
+            chunks.append(chunk)
+            yield chunk
+        body = b"".join(chunks)
+        if self.max_stream_size is None or len(body) <= self.max_stream_size:
+            self._put(entry_id, _Stored(key, request, replace(response, stream=None), body))
+
+    async def get_entries(self, key: str) -> list[Entry]:
+        """The entries stored under `key`, each now the most recently used."""
+        found = []
+        for entry_id in self._by_key.get(key, ()):
+            stored = self._entries[entry_id]
+            self._entries.move_to_end(entry_id)
+            response = replace(stored.response, stream=_once(stored.body))
+            found.append(Entry(id=entry_id, request=stored.request, response=response))
+        return found
+
+    async def update_headers(self, id: uuid.UUID, headers: Headers) -> None:  # noqa: A002 (hishel's name)
+        """Replace an entry's response headers (a 304 refreshed it); nothing if it is gone."""
+        stored = self._entries.get(id)
+        if stored is not None:
+            stored.response = replace(stored.response, headers=headers)
+
+    async def remove_entry(self, id: uuid.UUID) -> None:  # noqa: A002 (hishel's name)
+        """Forget an entry; nothing if it is gone."""
+        self._forget(id)
+
+    def _put(self, entry_id: uuid.UUID, stored: _Stored) -> None:
+        self._entries[entry_id] = stored
+        self._by_key.setdefault(stored.key, []).append(entry_id)
+        self.bytes += len(stored.body)
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            self._forget(next(iter(self._entries)))
+            self.evicted += 1
+
+    def _forget(self, entry_id: uuid.UUID) -> None:
+        stored = self._entries.pop(entry_id, None)
+        if stored is None:
+            return
+        self.bytes -= len(stored.body)
+        ids = self._by_key[stored.key]
+        ids.remove(entry_id)
+        if not ids:
+            del self._by_key[stored.key]
+
+
+def storage_for(config: HttpCache) -> AsyncBaseStorage:
+    """The hishel storage `config` names."""
+    if config.storage == "sqlite":
+        assert config.path is not None  # HttpCache checked it
+        # Absolute: hishel puts a bare file name under ./.cache/hishel of the working directory.
+        return AsyncSqliteStorage(
+            database_path=Path(config.path).resolve(), max_size=config.max_bytes, max_stream_size=config.max_entry_bytes
+        )
+    return MemoryStorage(config.max_entries, config.max_bytes, config.max_entry_bytes)
+
+
+class CacheStrategy:
+    """The cache of one client (`Client(cache=HttpCache(...))`), around its calls."""
+
+    def __init__(
+        self,
+        config: HttpCache,
+        name: str,
+        storage: AsyncBaseStorage | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.name = name
+        self.storage = storage if storage is not None else storage_for(config)
+        self._wall_clock = wall_clock  # HTTP dates are wall-clock times
+        self.counts = dict.fromkeys(("hits", "misses", "revalidated", "stale_if_error", "stored"), 0)
+
+    async def around(self, request: httpx.Request, proceed: Proceed) -> httpx.Response:
+        """A stored response when RFC 9111 allows it; otherwise the call, stored when allowed."""
+        if request.extensions.get(STREAM_EXTENSION):
+            return await proceed(request)  # read as it arrives: neither served nor stored
+        key = hashlib.sha256(f"{self.name} {request.url}".encode()).hexdigest()
+        asked = Request(request.method, str(request.url), _internal_headers(request.headers))
+        entries = await self.storage.get_entries(key)
+        if entries and "authorization" in asked.headers:
+            entries = [entry for entry in entries if allows_shared_reuse(entry.response.headers)]
+        state = IdleClient(options=_OPTIONS).next(asked, entries)
+        upstream: httpx.Response | None = None
+        while True:
+            if isinstance(state, FromCache):
+                self.counts["revalidated" if upstream is not None else "hits"] += 1
+                return await _answer(state.entry, request)
+            if isinstance(state, CacheMiss):
+                self.counts["misses"] += 1
+                upstream = await proceed(request)
+                state = state.next(_internal_response(upstream))
+            elif isinstance(state, NeedRevalidation):
+                upstream, stale = await self._revalidate(request, state, proceed)
+                if stale is not None:
+                    return stale
+                state = state.next(_internal_response(upstream))
+            elif isinstance(state, NeedToBeUpdated):
+                for updated in state.updating_entries:
+                    await self.storage.update_headers(updated.id, updated.response.headers)
+                state = state.next()
+            elif isinstance(state, InvalidateEntries):
+                for entry_id in state.entry_ids:
+                    await self.storage.remove_entry(entry_id)
+                state = state.next()
+            else:
+                assert isinstance(state, StoreAndUse | CouldNotBeStored) and upstream is not None
+                if isinstance(state, StoreAndUse) and not upstream.extensions.get(COALESCED_EXTENSION):
+                    # A call that joined another's stores nothing: the one it joined does.
+                    await self._store(asked, state.response, key, entries)
+                return upstream
+
+    async def _revalidate(
+        self, request: httpx.Request, state: NeedRevalidation, proceed: Proceed
+    ) -> tuple[httpx.Response, httpx.Response | None]:
+        """The conditional call's response; or, when it failed, a stale one allowed on error."""
+        conditional = request.headers.copy()
+        for name in ("if-none-match", "if-modified-since"):
+            value = state.request.headers.get(name)
+            if value is not None:
+                conditional[name] = value
+        sent = httpx.Request(
+            request.method, request.url, headers=conditional, stream=request.stream, extensions=request.extensions
+        )
+        try:
+            upstream = await proceed(sent)
+        except httpx.TransportError:  # refusals too: the breaker, a rate limit, the deadline
+            stale = await self._stale(state, request)
+            if stale is None:
+                raise
+            return stale, stale
+        upstream.request = request  # the caller's, not the conditional one
+        if upstream.status_code in ERROR_STATUSES:
+            stale = await self._stale(state, request)
+            if stale is not None:
+                return upstream, stale
+        return upstream, None
+
+    async def _stale(self, state: NeedRevalidation, request: httpx.Request) -> httpx.Response | None:
+        now = self._wall_clock()
+        for entry in state.revalidating_entries:
+            vary = entry.response.headers.get("vary")
+            if _same_variant(entry.request, state.original_request, vary) and stale_if_error_allows(
+                entry.response.headers, now
+            ):
+                self.counts["stale_if_error"] += 1
+                return await _answer(entry, request)
+        return None
+
+    async def _store(self, asked: Request, response: Response, key: str, older: list[Entry]) -> None:
+        entry = await self.storage.create_entry(asked, response, key)
+        assert isinstance(entry.response.stream, AsyncIterator)
+        async for _ in entry.response.stream:  # reading it through is what saves it
+            pass
+        self.counts["stored"] += 1
+        vary = response.headers.get("vary")
+        for old in older:
+            if old.request.method == asked.method and _same_variant(old.request, asked, vary):
+                await self.storage.remove_entry(old.id)  # superseded: one entry per variant
+
+    async def aclose(self) -> None:
+        """Close the storage (a SQLite connection)."""
+        await self.storage.close()
+
+    def status(self) -> dict[str, object]:
+        """The cache now: its storage, entries and bytes (in memory), counts since start."""
+        status: dict[str, object] = {"storage": self.config.storage, **self.counts}
+        if isinstance(self.storage, MemoryStorage):
+            status.update(entries=len(self.storage), bytes=self.storage.bytes, evicted=self.storage.evicted)
+        return status
+
+
+def _internal_headers(headers: httpx.Headers) -> Headers:
+    grouped: dict[str, list[str]] = {}
+    for name, value in headers.multi_items():
+        grouped.setdefault(name, []).append(value)
+    grouped.pop("transfer-encoding", None)
+    return Headers(grouped)
+
+
+def _internal_response(response: httpx.Response) -> Response:
+    """hishel's view of an upstream response whose body was read (and decoded) by the attempt."""
+    headers = _internal_headers(response.headers)
+    if "content-encoding" in headers:
+        # Stored decoded: what is served from the cache must not claim an encoding.
+        del headers["content-encoding"]
+        headers.pop("content-length", None)
+        headers["content-length"] = str(len(response.content))
+    if "date" not in headers:
+        headers["date"] = email.utils.formatdate(usegmt=True)
+    return Response(status_code=response.status_code, headers=headers, stream=_once(response.content))
+
+
+def _same_variant(stored: Request, asked: Request, vary: str | None) -> bool:
+    """Whether `asked` selects the same variant as `stored` under `Vary` (`*` never does)."""
+    names = [name.strip().lower() for name in (vary or "").split(",") if name.strip()]
+    return "*" not in names and all(stored.headers.get(name) == asked.headers.get(name) for name in names)
+
+
+async def _answer(entry: Entry, request: httpx.Request) -> httpx.Response:
+    """The caller's own response from a stored entry."""
+    assert isinstance(entry.response.stream, AsyncIterator)
+    body = b"".join([chunk async for chunk in entry.response.stream])
+    stored = entry.response.headers
+    headers = [(name.encode(), value.encode()) for name in stored for value in stored.get_list(name) or ()]
+    return read_response(entry.response.status_code, headers, body, request, {FROM_CACHE_EXTENSION: True})
