@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Protocol, Self, Unpack
+from typing import Any, Self, Unpack
 
 import httpx
 
@@ -32,6 +32,8 @@ from ._strategies.caching import HttpCache
 from ._types import (
     USE_CLIENT_DEFAULT,
     BodyOptions,
+    ClientConfig,
+    EventHooks,
     QueryParams,
     RequestContent,
     RequestData,
@@ -48,16 +50,6 @@ logger = logging.getLogger("fastapi_retry_http")
 #: Whether clients that need nothing of `httpx.AsyncClient.send` skip it (see `_lean.py`).
 #: Read once per client, at construction; tests turn it off to run the same cases on both paths.
 LEAN_PATH = True
-
-
-class ClientConfig(Protocol):
-    """What `Client.from_settings` needs of a settings object (`ClientSettings` is one)."""
-
-    def client_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of `Client` the settings stand for."""
-
-
-EventHooks = Mapping[str, list[Callable[..., Any]]]
 
 
 class Client(HttpMethods):
@@ -108,11 +100,8 @@ class Client(HttpMethods):
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); off by default.
         store: Where the retry budget and the breaker keep their counts; the client's own by
             default.
-        cache: An RFC 9111 shared cache in front of the calls
-            ([`HttpCache`][fastapi_retry_http.cache.HttpCache], the `[cache]` extra); off by
-            default. A hit makes no attempt.
-        coalesce: Concurrent identical GET and HEAD calls share one upstream call (same URL,
-            same headers); off by default. See the Caching and coalescing page.
+        cache: An RFC 9111 shared cache ([`HttpCache`][fastapi_retry_http.cache.HttpCache]); off by default.
+        coalesce: Concurrent identical GET and HEAD calls share one upstream call; off by default.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
     """

@@ -34,6 +34,7 @@ from typing import Final
 
 import httpx
 from hishel import (
+    AnyState,
     AsyncBaseStorage,
     AsyncSqliteStorage,
     CacheMiss,
@@ -108,7 +109,9 @@ class MemoryStorage(AsyncBaseStorage):
         stream = self._saving(entry_id, key, request, response)
         return Entry(id=entry_id, request=request, response=replace(response, stream=stream))
 
-    async def _saving(self, entry_id: uuid.UUID, key: str, request: Request, response: Response) -> AsyncIterator[bytes]:
+    async def _saving(
+        self, entry_id: uuid.UUID, key: str, request: Request, response: Response
+    ) -> AsyncIterator[bytes]:
         chunks: list[bytes] = []
         assert isinstance(response.stream, AsyncIterator)
         async for chunk in response.stream:
@@ -128,13 +131,13 @@ class MemoryStorage(AsyncBaseStorage):
             found.append(Entry(id=entry_id, request=stored.request, response=response))
         return found
 
-    async def update_headers(self, id: uuid.UUID, headers: Headers) -> None:  # noqa: A002 (hishel's name)
+    async def update_headers(self, id: uuid.UUID, headers: Headers) -> None:
         """Replace an entry's response headers (a 304 refreshed it); nothing if it is gone."""
         stored = self._entries.get(id)
         if stored is not None:
             stored.response = replace(stored.response, headers=headers)
 
-    async def remove_entry(self, id: uuid.UUID) -> None:  # noqa: A002 (hishel's name)
+    async def remove_entry(self, id: uuid.UUID) -> None:
         """Forget an entry; nothing if it is gone."""
         self._forget(id)
 
@@ -193,7 +196,7 @@ class CacheStrategy:
         entries = await self.storage.get_entries(key)
         if entries and "authorization" in asked.headers:
             entries = [entry for entry in entries if allows_shared_reuse(entry.response.headers)]
-        state = IdleClient(options=_OPTIONS).next(asked, entries)
+        state: AnyState = IdleClient(options=_OPTIONS).next(asked, entries)
         upstream: httpx.Response | None = None
         while True:
             if isinstance(state, FromCache):
@@ -217,7 +220,8 @@ class CacheStrategy:
                     await self.storage.remove_entry(entry_id)
                 state = state.next()
             else:
-                assert isinstance(state, StoreAndUse | CouldNotBeStored) and upstream is not None
+                assert isinstance(state, StoreAndUse | CouldNotBeStored)
+                assert upstream is not None
                 if isinstance(state, StoreAndUse) and not upstream.extensions.get(COALESCED_EXTENSION):
                     # A call that joined another's stores nothing: the one it joined does.
                     await self._store(asked, state.response, key, entries)
@@ -293,12 +297,9 @@ def _internal_headers(headers: httpx.Headers) -> Headers:
 
 def _internal_response(response: httpx.Response) -> Response:
     """hishel's view of an upstream response whose body was read (and decoded) by the attempt."""
+    # The headers match the body already: the attempt took the codings it decoded (and the
+    # Content-Length they had) off them (`_safety/size_cap.py`).
     headers = _internal_headers(response.headers)
-    if "content-encoding" in headers:
-        # Stored decoded: what is served from the cache must not claim an encoding.
-        del headers["content-encoding"]
-        headers.pop("content-length", None)
-        headers["content-length"] = str(len(response.content))
     if "date" not in headers:
         headers["date"] = email.utils.formatdate(usegmt=True)
     return Response(status_code=response.status_code, headers=headers, stream=_once(response.content))

@@ -10,6 +10,7 @@ receives: the count at the server is the oracle for how many attempts were made.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import socket
 import struct
 import threading
@@ -96,13 +97,15 @@ class Upstream:
         reply = script.popleft() if script else Reply()
         if path.startswith("/echo"):
             reply = Reply(body=body or request.url.query.encode())
-        await Response(reply.body, reply.status, reply.headers)(scope, receive, send)
+        # The Date uvicorn would add is written here instead, so that a script can set its own.
+        headers = {"date": email.utils.formatdate(usegmt=True), **reply.headers}
+        await Response(reply.body, reply.status, headers)(scope, receive, send)
 
     def start(self) -> None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", interface="asgi3")
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", interface="asgi3", date_header=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()

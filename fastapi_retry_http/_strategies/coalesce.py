@@ -120,9 +120,8 @@ class Coalescer:
             if joined:
                 response.extensions[COALESCED_EXTENSION] = True
             return response
-        extensions = {**response.extensions, COALESCED_EXTENSION: joined}
-        if not joined:
-            del extensions[COALESCED_EXTENSION]
+        extensions = {name: value for name, value in response.extensions.items() if name != COALESCED_EXTENSION}
+        extensions.update({COALESCED_EXTENSION: True} if joined else {})
         copy = read_response(response.status_code, response.headers.raw, response.content, request, extensions)
         with contextlib.suppress(RuntimeError):  # a response without `elapsed` (a test's own)
             copy.elapsed = response.elapsed
