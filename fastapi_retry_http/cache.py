@@ -17,26 +17,24 @@ drives it with the client's own pipeline and adds what hishel 2.0 leaves out:
 - a `Date` on responses that came without one (RFC 9110 §6.6.1; hishel would take them as
   forever new);
 - an in-memory storage bounded by entries and bytes (hishel's own default is a SQLite file in
-  the working directory), and one entry per variant (a newer one replaces the older).
+  the working directory), and one entry per variant (a newer one replaces the older);
+- one fill per key and process: a miss while another call fills the same key waits for it
+  and looks again, so a storage that answers slowly (SQLite) does not let a herd through.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import hashlib
 import time
-import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Final
 
 import httpx
 from hishel import (
     AnyState,
     AsyncBaseStorage,
-    AsyncSqliteStorage,
     CacheMiss,
     CacheOptions,
     CouldNotBeStored,
@@ -52,6 +50,7 @@ from hishel import (
     StoreAndUse,
 )
 
+from ._cache_storage import MemoryStorage, once, storage_for
 from ._pipeline.copies import read_response
 from ._pipeline.send import STREAM_EXTENSION
 from ._pipeline.strategy import Proceed
@@ -64,111 +63,11 @@ __all__ = ["FROM_CACHE_EXTENSION", "CacheStrategy", "HttpCache", "MemoryStorage"
 #: response confirmed by a 304, or a stale one served in place of an upstream error).
 FROM_CACHE_EXTENSION: Final = "fastapi_retry_http.from_cache"
 
+#: Methods whose misses are filled once per process (see `CacheStrategy._look_up`).
+_FILLED: Final = frozenset({"GET", "HEAD"})
+
 #: Shared (a service's client answers many users), and never stale without revalidation.
 _OPTIONS: Final = CacheOptions(shared=True, allow_stale=False)
-
-
-async def _once(body: bytes) -> AsyncIterator[bytes]:
-    yield body
-
-
-@dataclass(slots=True)
-class _Stored:
-    key: str
-    request: Request
-    response: Response  # its stream is `body`, handed out anew on every lookup
-    body: bytes
-
-
-class MemoryStorage(AsyncBaseStorage):
-    """
-    A hishel storage in this process's memory, bounded by entries and bytes (least recently
-    used evicted first). Entries never expire by time here: RFC 9111 decides what a stored
-    response may still answer, and a stale one is still worth revalidating.
-    """
-
-    def __init__(self, max_entries: int, max_bytes: int, max_entry_bytes: int) -> None:
-        super().__init__(max_stream_size=max_entry_bytes)
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[uuid.UUID, _Stored] = OrderedDict()
-        self._by_key: dict[str, list[uuid.UUID]] = {}
-        #: Bytes of stored bodies now.
-        self.bytes = 0
-        #: Entries evicted to keep within the bounds, since start.
-        self.evicted = 0
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    async def create_entry(
-        self, request: Request, response: Response, key: str, *, ttl: float | None = None, tti: float | None = None
-    ) -> Entry:
-        """The entry, kept once its body has been read through the returned stream."""
-        entry_id = uuid.uuid4()
-        stream = self._saving(entry_id, key, request, response)
-        return Entry(id=entry_id, request=request, response=replace(response, stream=stream))
-
-    async def _saving(
-        self, entry_id: uuid.UUID, key: str, request: Request, response: Response
-    ) -> AsyncIterator[bytes]:
-        chunks: list[bytes] = []
-        assert isinstance(response.stream, AsyncIterator)
-        async for chunk in response.stream:
-            chunks.append(chunk)
-            yield chunk
-        body = b"".join(chunks)
-        if self.max_stream_size is None or len(body) <= self.max_stream_size:
-            self._put(entry_id, _Stored(key, request, replace(response, stream=None), body))
-
-    async def get_entries(self, key: str) -> list[Entry]:
-        """The entries stored under `key`, each now the most recently used."""
-        found = []
-        for entry_id in self._by_key.get(key, ()):
-            stored = self._entries[entry_id]
-            self._entries.move_to_end(entry_id)
-            response = replace(stored.response, stream=_once(stored.body))
-            found.append(Entry(id=entry_id, request=stored.request, response=response))
-        return found
-
-    async def update_headers(self, id: uuid.UUID, headers: Headers) -> None:
-        """Replace an entry's response headers (a 304 refreshed it); nothing if it is gone."""
-        stored = self._entries.get(id)
-        if stored is not None:
-            stored.response = replace(stored.response, headers=headers)
-
-    async def remove_entry(self, id: uuid.UUID) -> None:
-        """Forget an entry; nothing if it is gone."""
-        self._forget(id)
-
-    def _put(self, entry_id: uuid.UUID, stored: _Stored) -> None:
-        self._entries[entry_id] = stored
-        self._by_key.setdefault(stored.key, []).append(entry_id)
-        self.bytes += len(stored.body)
-        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
-            self._forget(next(iter(self._entries)))
-            self.evicted += 1
-
-    def _forget(self, entry_id: uuid.UUID) -> None:
-        stored = self._entries.pop(entry_id, None)
-        if stored is None:
-            return
-        self.bytes -= len(stored.body)
-        ids = self._by_key[stored.key]
-        ids.remove(entry_id)
-        if not ids:
-            del self._by_key[stored.key]
-
-
-def storage_for(config: HttpCache) -> AsyncBaseStorage:
-    """The hishel storage `config` names."""
-    if config.storage == "sqlite":
-        assert config.path is not None  # HttpCache checked it
-        # Absolute: hishel puts a bare file name under ./.cache/hishel of the working directory.
-        return AsyncSqliteStorage(
-            database_path=Path(config.path).resolve(), max_size=config.max_bytes, max_stream_size=config.max_entry_bytes
-        )
-    return MemoryStorage(config.max_entries, config.max_bytes, config.max_entry_bytes)
 
 
 class CacheStrategy:
@@ -186,6 +85,10 @@ class CacheStrategy:
         self.storage = storage if storage is not None else storage_for(config)
         self._wall_clock = wall_clock  # HTTP dates are wall-clock times
         self.counts = dict.fromkeys(("hits", "misses", "revalidated", "stale_if_error", "stored"), 0)
+        #: Keys a call of this process is filling (a miss or a revalidation upstream), and how
+        #: many fills have ended since start.
+        self._filling: dict[str, asyncio.Event] = {}
+        self._fills = 0
 
     async def around(self, request: httpx.Request, proceed: Proceed) -> httpx.Response:
         """A stored response when RFC 9111 allows it; otherwise the call, stored when allowed."""
@@ -193,15 +96,59 @@ class CacheStrategy:
             return await proceed(request)  # read as it arrives: neither served nor stored
         key = hashlib.sha256(f"{self.name} {request.url}".encode()).hexdigest()
         asked = Request(request.method, str(request.url), _internal_headers(request.headers))
+        state, entries = await self._look_up(key, asked)
+        filling = None
+        if isinstance(state, CacheMiss | NeedRevalidation) and asked.method in _FILLED and key not in self._filling:
+            filling = self._filling[key] = asyncio.Event()
+        try:
+            return await self._follow(state, request, asked, key, entries, proceed)
+        finally:
+            if filling is not None:
+                del self._filling[key]
+                self._fills += 1
+                filling.set()
+
+    async def _look_up(self, key: str, asked: Request) -> tuple[AnyState, list[Entry]]:
+        """
+        What the stored entries allow. A miss while another call of this process fills the same
+        key waits for it, once, and looks again: with a storage that answers slowly (SQLite),
+        calls that looked before the first one stored would otherwise all go upstream.
+        """
+        fills = self._fills
+        entries = await self._entries(key, asked)
+        state: AnyState = IdleClient(options=_OPTIONS).next(asked, entries)
+        if isinstance(state, CacheMiss | NeedRevalidation) and asked.method in _FILLED:
+            filling = self._filling.get(key)
+            if filling is not None:
+                await filling.wait()
+            if filling is not None or self._fills != fills:
+                entries = await self._entries(key, asked)
+                state = IdleClient(options=_OPTIONS).next(asked, entries)
+        return state, entries
+
+    async def _entries(self, key: str, asked: Request) -> list[Entry]:
         entries = await self.storage.get_entries(key)
         if entries and "authorization" in asked.headers:
             entries = [entry for entry in entries if allows_shared_reuse(entry.response.headers)]
-        state: AnyState = IdleClient(options=_OPTIONS).next(asked, entries)
+        return entries
+
+    async def _follow(
+        self,
+        state: AnyState,
+        request: httpx.Request,
+        asked: Request,
+        key: str,
+        entries: list[Entry],
+        proceed: Proceed,
+    ) -> httpx.Response:
+        """hishel's state machine, from `state` to the answer, with the pipeline as its network."""
         upstream: httpx.Response | None = None
         while True:
             if isinstance(state, FromCache):
                 self.counts["revalidated" if upstream is not None else "hits"] += 1
                 return await _answer(state.entry, request)
+            # A call that joined another's writes nothing: the one it joined does.
+            joined = upstream is not None and bool(upstream.extensions.get(COALESCED_EXTENSION))
             if isinstance(state, CacheMiss):
                 self.counts["misses"] += 1
                 upstream = await proceed(request)
@@ -212,7 +159,7 @@ class CacheStrategy:
                     return stale
                 state = state.next(_internal_response(upstream))
             elif isinstance(state, NeedToBeUpdated):
-                for updated in state.updating_entries:
+                for updated in state.updating_entries if not joined else ():
                     await self.storage.update_headers(updated.id, updated.response.headers)
                 state = state.next()
             elif isinstance(state, InvalidateEntries):
@@ -222,8 +169,7 @@ class CacheStrategy:
             else:
                 assert isinstance(state, StoreAndUse | CouldNotBeStored)
                 assert upstream is not None
-                if isinstance(state, StoreAndUse) and not upstream.extensions.get(COALESCED_EXTENSION):
-                    # A call that joined another's stores nothing: the one it joined does.
+                if isinstance(state, StoreAndUse) and not joined:
                     await self._store(asked, state.response, key, entries)
                 return upstream
 
@@ -302,7 +248,7 @@ def _internal_response(response: httpx.Response) -> Response:
     headers = _internal_headers(response.headers)
     if "date" not in headers:
         headers["date"] = email.utils.formatdate(usegmt=True)
-    return Response(status_code=response.status_code, headers=headers, stream=_once(response.content))
+    return Response(status_code=response.status_code, headers=headers, stream=once(response.content))
 
 
 def _same_variant(stored: Request, asked: Request, vary: str | None) -> bool:

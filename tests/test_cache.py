@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hishel import Headers
+from hishel import Entry, Headers
 
 from fastapi_retry_http import (
     AttemptEvent,
@@ -444,3 +444,50 @@ async def test_the_memory_storage_ignores_entries_that_are_gone() -> None:
 )
 def test_stale_if_error_rules(headers: dict[str, str], allowed: bool) -> None:
     assert stale_if_error_allows(headers, time.time()) is allowed
+
+
+class Snapshot(MemoryStorage):
+    """A storage that answers what it held when asked, but only once `release` is set: a slow one."""
+
+    def __init__(self) -> None:
+        super().__init__(10, 10_000, 1000)
+        self.release = asyncio.Event()
+        self.release.set()
+
+    async def get_entries(self, key: str) -> list[Entry]:
+        found = await super().get_entries(key)
+        await self.release.wait()
+        return found
+
+
+@pytest.mark.parametrize(("cache_control", "upstream_calls"), [("max-age=60", 1), ("no-store", 20)])
+async def test_concurrent_misses_wait_for_the_first_fill_then_look_again(
+    upstream: Upstream, cache_control: str, upstream_calls: int
+) -> None:
+    upstream.script("/rate", *[reply(cache_control)] * 20)
+    async with Client(upstream.url, cache=HttpCache()) as client:  # no coalescing
+        storage = strategy(client).storage = Snapshot()
+        storage.release.clear()
+        calls = [asyncio.ensure_future(client.get("/rate")) for _ in range(20)]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        storage.release.set()  # all 20 looked up before any stored: 20 misses, one fill
+        responses = await asyncio.gather(*calls)
+        assert strategy(client).counts["misses"] == upstream_calls
+    assert sum(from_cache(r) for r in responses) == 20 - upstream_calls
+    assert upstream.hits["/rate"] == upstream_calls
+
+
+async def test_a_lookup_that_missed_a_fill_ended_meanwhile_looks_again(upstream: Upstream) -> None:
+    upstream.script("/rate", reply("max-age=60"))
+    async with Client(upstream.url, cache=HttpCache()) as client:
+        storage = strategy(client).storage = Snapshot()
+        storage.release.clear()
+        late = asyncio.ensure_future(client.get("/rate"))  # looks before the store, answered after
+        for _ in range(5):
+            await asyncio.sleep(0)
+        storage.release.set()
+        first = await client.get("/rate")
+        response = await late
+    assert (from_cache(first), from_cache(response)) == (False, True)
+    assert upstream.hits["/rate"] == 1
