@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import gzip
+import subprocess
 import sys
 import time
 import uuid
@@ -491,3 +492,14 @@ async def test_a_lookup_that_missed_a_fill_ended_meanwhile_looks_again(upstream:
         response = await late
     assert (from_cache(first), from_cache(response)) == (False, True)
     assert upstream.hits["/rate"] == 1
+
+
+def test_the_core_never_imports_hishel() -> None:
+    code = (
+        "import sys\n"
+        "from fastapi_retry_http import Client, ClientSettings\n"
+        "Client('http://x.internal/', coalesce=True)\n"
+        "ClientSettings(base_url='http://x.internal/', cache={'max_entries': 5})\n"
+        "assert 'hishel' not in sys.modules, 'hishel imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

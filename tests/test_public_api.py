@@ -8,7 +8,7 @@ import types
 import pytest
 
 import fastapi_retry_http
-from fastapi_retry_http import exceptions, otel, prometheus, testing
+from fastapi_retry_http import cache, exceptions, otel, prometheus, testing
 
 PUBLIC = {
     "AttemptEvent",
@@ -35,7 +35,7 @@ PUBLIC = {
 
 #: Public modules of the optional extras: never imported by the package, so not in `__all__`;
 #: they show as attributes once a test (or an app) has imported them.
-EXTRAS = {"otel", "prometheus", "redis"}
+EXTRAS = {"cache", "otel", "prometheus", "redis"}
 
 
 def test_all_lists_exactly_the_public_names() -> None:
@@ -49,7 +49,7 @@ def test_all_lists_exactly_the_public_names() -> None:
     ("module", "name"),
     [
         (m, n)
-        for m in (fastapi_retry_http, exceptions, testing, otel, prometheus)
+        for m in (fastapi_retry_http, exceptions, testing, otel, prometheus, cache)
         for n in m.__all__
         if n != "__version__"
     ],
