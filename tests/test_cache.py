@@ -503,3 +503,25 @@ def test_the_core_never_imports_hishel() -> None:
         "assert 'hishel' not in sys.modules, 'hishel imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+async def test_a_sqlite_file_is_shared_with_another_process(upstream: Upstream, tmp_path: Path) -> None:
+    upstream.script("/rate", reply("max-age=60", b"from another process"))
+    path = str(tmp_path / "fleet.db")
+    code = (
+        "import asyncio\n"
+        "from fastapi_retry_http import Client\n"
+        "from fastapi_retry_http.cache import HttpCache\n"
+        "async def main():\n"
+        f"    cache = HttpCache(storage='sqlite', path={path!r})\n"
+        f"    async with Client({upstream.url!r}, name='rates', cache=cache) as c:\n"
+        "        assert (await c.get('/rate')).status_code == 200\n"
+        "asyncio.run(main())\n"
+    )
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+    assert await asyncio.wait_for(process.wait(), 60) == 0
+    assert upstream.hits["/rate"] == 1
+    async with Client(upstream.url, name="rates", cache=HttpCache(storage="sqlite", path=path)) as client:
+        hit = await client.get("/rate")
+    assert (hit.text, from_cache(hit)) == ("from another process", True)
+    assert upstream.hits["/rate"] == 1
