@@ -22,14 +22,17 @@ from ._pipeline.transport import RetryTransport
 from ._safety.headers import header_problem
 from ._safety.redact import install_httpx_log_redactor
 from ._safety.urls import check_path
-from ._service_httpx import ClientConfig, EventHooks, build_request, service_httpx_client
+from ._service_httpx import build_request, service_httpx_client
 from ._stores.memory import StateStore
 from ._strategies import OPTIONS, StrategyOptions
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
+from ._strategies.caching import HttpCache
 from ._types import (
     USE_CLIENT_DEFAULT,
     BodyOptions,
+    ClientConfig,
+    EventHooks,
     QueryParams,
     RequestContent,
     RequestData,
@@ -97,6 +100,8 @@ class Client(HttpMethods):
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); off by default.
         store: Where the retry budget and the breaker keep their counts; the client's own by default.
         chaos: Faults, statuses and latency to inject ([`Chaos`][fastapi_retry_http.chaos.Chaos]); off by default.
+        cache: An RFC 9111 shared cache ([`HttpCache`][fastapi_retry_http.cache.HttpCache]); off by default.
+        coalesce: Concurrent identical GET and HEAD calls share one upstream call; off by default.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
         keep_cookies: Store cookies from responses (`Set-Cookie`) and send them on later calls.
@@ -130,6 +135,8 @@ class Client(HttpMethods):
         instrumentation: Iterable[Instrument] = (),
         keep_cookies: bool = False,
         chaos: Chaos | None = None,
+        cache: HttpCache | None = None,
+        coalesce: bool = False,
     ) -> None:
         # The strategies' options, by name (declared once, in `_strategies.OPTIONS`), passed on as they are.
         options = cast(StrategyOptions, {key: value for key, value in locals().items() if key in OPTIONS})

@@ -6,8 +6,8 @@ guard, and environment proxies are ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 
@@ -17,18 +17,9 @@ from ._pipeline.attempts import OPTIONS_EXTENSION, CallOptions
 from ._safety.cookies import send_only
 from ._safety.decoders import ACCEPT_ENCODING
 from ._safety.redirects import remember_first_hop
-from ._types import USE_CLIENT_DEFAULT, BodyOptions
+from ._types import USE_CLIENT_DEFAULT, BodyOptions, EventHooks
 
-__all__ = ["ClientConfig", "EventHooks", "ServiceHttpxClient", "build_request", "service_httpx_client"]
-
-EventHooks = Mapping[str, list[Callable[..., Any]]]
-
-
-class ClientConfig(Protocol):
-    """What `Client.from_settings` needs of a settings object (`ClientSettings` is one)."""
-
-    def client_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of `Client` the settings stand for."""
+__all__ = ["ServiceHttpxClient", "build_request", "service_httpx_client"]
 
 
 #: httpx's own properties, which the subclass extends.

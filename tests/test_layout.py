@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fastapi_retry_http"
-OTHERS = ("httpx", "httpcore", "aiohttp", "starlette", "fastapi")
+OTHERS = ("httpx", "httpcore", "aiohttp", "starlette", "fastapi", "hishel")
 MODULES = sorted(PACKAGE.rglob("*.py"))
 
 

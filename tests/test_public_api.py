@@ -8,7 +8,7 @@ import types
 import pytest
 
 import fastapi_retry_http
-from fastapi_retry_http import chaos, dashboard, exceptions, otel, prometheus, testing
+from fastapi_retry_http import cache, chaos, dashboard, exceptions, otel, prometheus, testing
 
 PUBLIC = {
     "AttemptEvent",
@@ -44,7 +44,7 @@ PUBLIC = {
 
 #: Public modules of the optional extras: never imported by the package, so not in `__all__`;
 #: they show as attributes once a test (or an app) has imported them.
-EXTRAS = {"dashboard", "otel", "prometheus", "redis"}
+EXTRAS = {"cache", "dashboard", "otel", "prometheus", "redis"}
 
 
 def test_all_lists_exactly_the_public_names() -> None:
@@ -58,7 +58,7 @@ def test_all_lists_exactly_the_public_names() -> None:
     ("module", "name"),
     [
         (m, n)
-        for m in (fastapi_retry_http, chaos, dashboard, exceptions, testing, otel, prometheus)
+        for m in (fastapi_retry_http, chaos, dashboard, exceptions, testing, otel, prometheus, cache)
         for n in m.__all__
         if n != "__version__"
     ],

@@ -24,6 +24,7 @@ from .._safety.headers import header_problem
 from .._safety.urls import base_url_problem
 from .._strategies.breaker import CircuitBreaker
 from .._strategies.budget import RetryBudget
+from .._strategies.caching import HttpCache
 from ..chaos import ALLOW_CHAOS_ENV, Chaos
 
 __all__ = ["ClientSettings", "PoolLimits"]
@@ -159,6 +160,9 @@ class ClientSettings(BaseModel):
         chaos: Inject faults, statuses and latency ([`Chaos`][fastapi_retry_http.chaos.Chaos]);
             unset for none. Refused at startup unless the environment has
             `HTTP_CLIENTS_ALLOW_CHAOS=1`.
+        cache: An RFC 9111 shared cache ([`HttpCache`][fastapi_retry_http.cache.HttpCache],
+            the `[cache]` extra); unset for none. `HTTP_CLIENTS__RATES__CACHE__STORAGE=sqlite`.
+        coalesce: Concurrent identical GET and HEAD calls share one upstream call.
     """
 
     model_config = _FORBID
@@ -178,6 +182,8 @@ class ClientSettings(BaseModel):
     circuit_breaker: CircuitBreaker | None = None
     keep_cookies: bool = False
     chaos: Annotated[Chaos | None, AfterValidator(_chaos_allowed)] = None
+    cache: HttpCache | None = None
+    coalesce: bool = False
 
     def client_kwargs(self) -> dict[str, Any]:
         """

@@ -168,6 +168,10 @@ class RetryTransport(httpx.AsyncBaseTransport):
             wait.cancel()
         self._sender.deadlines.close()
         await self.inner.aclose()
+        for strategy in self.strategies.by_option.values():
+            close = getattr(strategy, "aclose", None)  # a strategy holding a resource (the cache's storage)
+            if close is not None:
+                await close()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request` through the inner transport, retrying it by its policy."""

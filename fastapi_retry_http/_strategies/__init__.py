@@ -27,9 +27,12 @@ from .._pipeline.events import Instruments
 from .._pipeline.strategy import CallStrategy, Interceptor, Strategy
 from .._stores.memory import StateStore
 from ..chaos import Chaos
+from ..exceptions import ConfigurationError
 from .breaker import BreakerGate, CircuitBreaker
 from .budget import DEFAULT_BUDGET, BudgetGate, RetryBudget
+from .caching import HttpCache
 from .chaos import ChaosInterceptor
+from .coalesce import Coalescer
 
 __all__ = ["OPTIONS", "Context", "Option", "Strategies", "StrategyOptions", "build"]
 
@@ -40,6 +43,8 @@ class StrategyOptions(TypedDict, total=False):
     retry_budget: RetryBudget | None
     circuit_breaker: CircuitBreaker | None
     chaos: Chaos | None
+    cache: HttpCache | None
+    coalesce: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,8 +94,24 @@ def _chaos(config: Chaos, context: Context) -> ChaosInterceptor:
     return ChaosInterceptor(config, context.name, context.clock, context.sleep)
 
 
+def _cache(config: HttpCache, context: Context) -> CallStrategy:
+    try:
+        from ..cache import CacheStrategy  # the [cache] extra: hishel is imported there alone
+    except ImportError:
+        raise ConfigurationError(
+            f"Client {context.name!r}: cache needs the 'cache' extra: pip install 'fastapi-retry-http[cache]'."
+        ) from None
+    return CacheStrategy(config, context.name)
+
+
+def _coalesce(config: bool, context: Context) -> Coalescer:
+    return Coalescer(context.name)
+
+
 #: Every option, in pipeline order. `"gates"` marks where the caller's own gates stand.
 OPTIONS: dict[str, Option] = {
+    "cache": Option(None, "call", _cache),
+    "coalesce": Option(False, "call", _coalesce),
     "circuit_breaker": Option(None, "attempt", _breaker),
     "retry_budget": Option(DEFAULT_BUDGET, "attempt", _budget),
     "chaos": Option(None, "send", _chaos),
