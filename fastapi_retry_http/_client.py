@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Self, Unpack, cast
+from typing import Any, Self, cast
 
 import httpx
 
@@ -19,29 +18,19 @@ from ._methods import HttpMethods
 from ._pipeline.events import Instrument
 from ._pipeline.policy import RetryPolicy
 from ._pipeline.transport import RetryTransport
-from ._safety.headers import header_problem
 from ._safety.redact import install_httpx_log_redactor
-from ._safety.urls import check_path
-from ._service_httpx import build_request, service_httpx_client
+from ._service_httpx import service_httpx_client
 from ._stores.memory import StateStore
 from ._strategies import OPTIONS, StrategyOptions
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
 from ._strategies.caching import HttpCache
 from ._types import (
-    USE_CLIENT_DEFAULT,
-    BodyOptions,
     ClientConfig,
     EventHooks,
-    QueryParams,
-    RequestContent,
-    RequestData,
-    RequestFiles,
-    TimeoutValue,
-    UseClientDefault,
 )
 from .chaos import Chaos
-from .exceptions import ClientClosedError, ConfigurationError
+from .exceptions import ConfigurationError
 
 __all__ = ["Client"]
 
@@ -218,78 +207,6 @@ class Client(HttpMethods):
         url = self.base_url.copy_with(userinfo=b"", query=None) if str(self.base_url) else ""
         return f"<Client {self.name!r} base_url={str(url)!r}{' closed' if self._closed else ''}>"
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: QueryParams | None = None,
-        content: RequestContent | None = None,
-        json: Any = None,
-        data: RequestData | None = None,
-        files: RequestFiles | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: TimeoutValue | UseClientDefault = USE_CLIENT_DEFAULT,
-        retry: RetryPolicy | None = None,
-    ) -> httpx.Response:
-        """
-        Send a request and return its response, body read, after any retries.
-
-        Args:
-            method: The HTTP method.
-            path: Relative to `base_url`.
-            params: Query parameters.
-            content: A raw body (`bytes`, `str`, or an async iterator, which is never retried).
-            json: A body to send as JSON.
-            data: A form body.
-            files: Multipart files.
-            headers: Headers for this request only, merged over the client's.
-            timeout: Per-attempt timeout for this request.
-            retry: A policy for this request only.
-
-        Returns:
-            The final response: the first that is not retried, or the last one when retries
-            are spent. Statuses are not raised; call `raise_for_status()` if you want that.
-
-        Raises:
-            httpx.HTTPError: The original httpx error when the last attempt failed.
-            UnsafePathError: `path` would leave `base_url`.
-            ClientClosedError: The client was closed.
-        """
-        self._check(path, headers)
-        if self._lean is not None and self._lean.plain():
-            url = self._lean.url(path)
-            if url is not None:
-                return await self._lean.send(method, url, params, content, json, data, files, headers, timeout, retry)
-        options: BodyOptions = {"params": params, "content": content, "json": json, "data": data, "files": files}
-        request = build_request(
-            self.httpx, method, path, {**options, "headers": headers, "timeout": timeout, "retry": retry}, False
-        )
-        return await self.httpx.send(request)
-
-    @asynccontextmanager
-    async def stream(self, method: str, path: str, **options: Unpack[BodyOptions]) -> AsyncIterator[httpx.Response]:
-        """
-        Send a request and yield the response before its body is read; takes `request`'s
-        keyword arguments.
-
-        Retried until the response headers arrive; once the body is being read, a failure is
-        raised to the caller (the bytes already handed out cannot be taken back).
-
-        ```python
-        async with client.stream("GET", "exports/1") as response:
-            async for chunk in response.aiter_bytes():
-                ...
-        ```
-        """
-        self._check(path, options.get("headers"))
-        request = build_request(self.httpx, method, path, options, True)
-        response = await self.httpx.send(request, stream=True)
-        try:
-            yield response
-        finally:
-            await response.aclose()
-
     async def aclose(self) -> None:
         """Close the connection pool. Idempotent; later requests raise `ClientClosedError`."""
         self._closed = True
@@ -302,12 +219,3 @@ class Client(HttpMethods):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-    def _check(self, path: str, headers: Mapping[str, str] | None) -> None:
-        if self._closed:
-            raise ClientClosedError(f"Client {self.name!r} is closed; it cannot send requests any more.")
-        check_path(path, allow_absolute_urls=self._allow_absolute_urls)
-        if headers:
-            problem = header_problem(headers.items())
-            if problem is not None:
-                raise httpx.LocalProtocolError(problem)  # before any I/O, and without the value
