@@ -11,6 +11,10 @@ instruments. The best round is the steadier figure on a busy machine: noise only
 - `OpenTelemetry (SDK)`: an SDK `TracerProvider` (batch processor, an exporter that drops)
   and `MeterProvider` (spans and histogram points are really built and aggregated).
 - `PrometheusMetrics`: a fresh `CollectorRegistry`.
+- `a no-op instrument`: what any instrument costs the pipeline (events built, durations timed).
+- `AttemptLog (dashboard)`: the operators' dashboard's ring buffer (`fastapi_retry_http.dashboard`).
+
+`--quick` runs fewer requests and rounds, to check that it runs.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from prometheus_client import CollectorRegistry
 
 from fastapi_retry_http import Client
 from fastapi_retry_http._pipeline.events import Instrument
+from fastapi_retry_http.dashboard import AttemptLog
 from fastapi_retry_http.otel import OpenTelemetry
 from fastapi_retry_http.prometheus import PrometheusMetrics
 
@@ -37,6 +42,11 @@ from fastapi_retry_http.prometheus import PrometheusMetrics
 class Dropping(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return SpanExportResult.SUCCESS
+
+
+class NoOp:
+    def on_attempt(self, event: object) -> None:
+        pass
 
 
 def sdk_instrument() -> OpenTelemetry:
@@ -51,6 +61,8 @@ ROWS: dict[str, Callable[[], list[Instrument]]] = {
     "OpenTelemetry (API only)": lambda: [OpenTelemetry()],
     "OpenTelemetry (SDK)": lambda: [sdk_instrument()],
     "PrometheusMetrics": lambda: [PrometheusMetrics(CollectorRegistry())],
+    "a no-op instrument": lambda: [NoOp()],
+    "AttemptLog (dashboard)": lambda: [AttemptLog()],
 }
 
 
@@ -93,5 +105,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=11)
+    parser.add_argument("--quick", action="store_true", help="500 requests x 5 rounds")
     args = parser.parse_args()
-    asyncio.run(main(args.requests, args.rounds))
+    asyncio.run(main(500, 5) if args.quick else main(args.requests, args.rounds))

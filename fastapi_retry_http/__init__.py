@@ -1,7 +1,7 @@
 """
 Named, retrying async HTTP clients for FastAPI services.
 
-Everything public is importable from here; `exceptions` and `testing` are public modules.
+Everything public is importable from here; `chaos`, `exceptions` and `testing` are public modules.
 """
 
 from __future__ import annotations
@@ -9,21 +9,26 @@ from __future__ import annotations
 import inspect as _inspect
 from importlib.metadata import version as _version
 
-from . import exceptions, testing
+from . import chaos, exceptions, testing
 from ._client import Client
 from ._config.app import HttpClientsSettings
 from ._config.client import ClientSettings, PoolLimits
+from ._fastapi.errors import exception_handlers
 from ._fastapi.lifespan import clients_lifespan, get_client
 from ._fastapi.registry import ClientRegistry, clients
-from ._pipeline.events import AttemptEvent, CircuitEvent
+from ._pipeline.attempts import Call, CallOptions, Outcome
+from ._pipeline.events import AttemptEvent, CircuitEvent, Instrument
 from ._pipeline.policy import RetryPolicy
+from ._pipeline.strategy import Refusal, Strategy
 from ._pipeline.transport import RetryTransport
-from ._stores.memory import MemoryStore
+from ._stores.memory import MemoryStore, StateStore
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
 
 __all__ = [
     "AttemptEvent",
+    "Call",
+    "CallOptions",
     "CircuitBreaker",
     "CircuitEvent",
     "CircuitStatus",
@@ -31,14 +36,21 @@ __all__ = [
     "ClientRegistry",
     "ClientSettings",
     "HttpClientsSettings",
+    "Instrument",
     "MemoryStore",
+    "Outcome",
     "PoolLimits",
+    "Refusal",
     "RetryBudget",
     "RetryPolicy",
     "RetryTransport",
+    "StateStore",
+    "Strategy",
     "__version__",
+    "chaos",
     "clients",
     "clients_lifespan",
+    "exception_handlers",
     "exceptions",
     "get_client",
     "testing",

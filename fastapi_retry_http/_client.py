@@ -4,41 +4,33 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import Any, Protocol, Self, Unpack
+from typing import Any, Self, cast
 
 import httpx
 
-from ._arguments import checked_arguments, checked_timeout
+from ._arguments import checked_arguments
 from ._backends import BackendName, default_transport
-from ._defaults import DEFAULT_BUDGET, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT, MAX_REDIRECTS
+from ._defaults import DEFAULT_BUDGET, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
 from ._lean import LeanPath
 from ._methods import HttpMethods
 from ._pipeline.events import Instrument
 from ._pipeline.policy import RetryPolicy
-from ._pipeline.send import STREAM_EXTENSION
-from ._pipeline.transport import POLICY_EXTENSION, RetryTransport
-from ._safety.headers import header_problem
+from ._pipeline.transport import RetryTransport
 from ._safety.redact import install_httpx_log_redactor
-from ._safety.redirects import guard_redirect, remember_origin
-from ._safety.size_cap import ACCEPT_ENCODING
-from ._safety.urls import check_path
+from ._service_httpx import service_httpx_client
 from ._stores.memory import StateStore
+from ._strategies import OPTIONS, StrategyOptions
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
+from ._strategies.caching import HttpCache
 from ._types import (
-    USE_CLIENT_DEFAULT,
-    BodyOptions,
-    QueryParams,
-    RequestContent,
-    RequestData,
-    RequestFiles,
-    TimeoutValue,
-    UseClientDefault,
+    ClientConfig,
+    EventHooks,
 )
-from .exceptions import ClientClosedError, ConfigurationError
+from .chaos import Chaos
+from .exceptions import ConfigurationError
 
 __all__ = ["Client"]
 
@@ -47,16 +39,6 @@ logger = logging.getLogger("fastapi_retry_http")
 #: Whether clients that need nothing of `httpx.AsyncClient.send` skip it (see `_lean.py`).
 #: Read once per client, at construction; tests turn it off to run the same cases on both paths.
 LEAN_PATH = True
-
-
-class ClientConfig(Protocol):
-    """What `Client.from_settings` needs of a settings object (`ClientSettings` is one)."""
-
-    def client_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of `Client` the settings stand for."""
-
-
-EventHooks = Mapping[str, list[Callable[..., Any]]]
 
 
 class Client(HttpMethods):
@@ -105,12 +87,19 @@ class Client(HttpMethods):
             outage upstream does not triple the load on it; `None` for no cap.
         circuit_breaker: Stop sending to an upstream that fails most attempts, for a while
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); off by default.
-        store: Where the retry budget and the breaker keep their counts; the client's own by
-            default.
+        store: Where the retry budget and the breaker keep their counts; the client's own by default.
+        chaos: Faults, statuses and latency to inject ([`Chaos`][fastapi_retry_http.chaos.Chaos]); off by default.
+        cache: An RFC 9111 shared cache ([`HttpCache`][fastapi_retry_http.cache.HttpCache]); off by default.
+        coalesce: Concurrent identical GET and HEAD calls share one upstream call; off by default.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
+        keep_cookies: Store cookies from responses (`Set-Cookie`) and send them on later calls.
+            Off by default: a client shared by a service's callers must not carry one end
+            user's upstream session into another's call. Cookies put on `.httpx.cookies` are
+            sent either way.
     """
 
+    # long: a line per keyword; the body is the wiring of what they configure.
     def __init__(
         self,
         base_url: str | httpx.URL = "",
@@ -133,7 +122,13 @@ class Client(HttpMethods):
         circuit_breaker: CircuitBreaker | None = None,
         store: StateStore | None = None,
         instrumentation: Iterable[Instrument] = (),
+        keep_cookies: bool = False,
+        chaos: Chaos | None = None,
+        cache: HttpCache | None = None,
+        coalesce: bool = False,
     ) -> None:
+        # The strategies' options, by name (declared once, in `_strategies.OPTIONS`), passed on as they are.
+        options = cast(StrategyOptions, {key: value for key, value in locals().items() if key in OPTIONS})
         self.retry = retry if retry is not None else RetryPolicy()
         base = httpx.URL(base_url)
         self.name = name if name is not None else (base.host or "client")
@@ -151,33 +146,24 @@ class Client(HttpMethods):
             self.retry,
             name=self.name,
             max_response_bytes=max_response_bytes,
-            budget=retry_budget,
             store=store,
-            circuit_breaker=circuit_breaker,
             instrumentation=instrumentation,
+            **options,
         )
-        # Only the codings the transport decodes with bounded memory (see _safety/size_cap.py).
-        headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
-        hooks = {"request": [], "response": [], **(event_hooks or {})}
-        if follow_redirects:
-            # First, so that user hooks see the request as it will be sent.
-            hooks["request"] = [guard_redirect, *hooks["request"]]
-        self.httpx = httpx.AsyncClient(
+        self.httpx = service_httpx_client(
             base_url=base,
             headers=headers,
             timeout=timeout,
             transport=self._transport,
             follow_redirects=follow_redirects,
-            max_redirects=MAX_REDIRECTS,
-            event_hooks=hooks,
-            # Environment proxies would mount transports of their own and bypass the retries;
-            # a proxy is configured explicitly with `proxy=`.
-            trust_env=False,
+            event_hooks=event_hooks,
+            keep_cookies=keep_cookies,
         )
         self._allow_absolute_urls = allow_absolute_urls or not str(base)
         self._closed = False
-        # Chosen once: redirects and event hooks need httpx's send loop (see `request`).
-        lean = LEAN_PATH and not follow_redirects and not any(hooks.values())
+        # Chosen once: event hooks and kept cookies need httpx's send loop (see `request`);
+        # redirects are checked per call, as they can be turned on later.
+        lean = LEAN_PATH and not keep_cookies and not any((event_hooks or {}).values())
         self._lean = LeanPath(self.httpx, self._transport) if lean else None
 
     @classmethod
@@ -221,76 +207,6 @@ class Client(HttpMethods):
         url = self.base_url.copy_with(userinfo=b"", query=None) if str(self.base_url) else ""
         return f"<Client {self.name!r} base_url={str(url)!r}{' closed' if self._closed else ''}>"
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: QueryParams | None = None,
-        content: RequestContent | None = None,
-        json: Any = None,
-        data: RequestData | None = None,
-        files: RequestFiles | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: TimeoutValue | UseClientDefault = USE_CLIENT_DEFAULT,
-        retry: RetryPolicy | None = None,
-    ) -> httpx.Response:
-        """
-        Send a request and return its response, body read, after any retries.
-
-        Args:
-            method: The HTTP method.
-            path: Relative to `base_url`.
-            params: Query parameters.
-            content: A raw body (`bytes`, `str`, or an async iterator, which is never retried).
-            json: A body to send as JSON.
-            data: A form body.
-            files: Multipart files.
-            headers: Headers for this request only, merged over the client's.
-            timeout: Per-attempt timeout for this request.
-            retry: A policy for this request only.
-
-        Returns:
-            The final response: the first that is not retried, or the last one when retries
-            are spent. Statuses are not raised; call `raise_for_status()` if you want that.
-
-        Raises:
-            httpx.HTTPError: The original httpx error when the last attempt failed.
-            UnsafePathError: `path` would leave `base_url`.
-            ClientClosedError: The client was closed.
-        """
-        self._check(path, headers)
-        if self._lean is not None and self._lean.plain():
-            url = self._lean.url(path)
-            if url is not None:
-                return await self._lean.send(method, url, params, content, json, data, files, headers, timeout, retry)
-        options: BodyOptions = {"params": params, "content": content, "json": json, "data": data, "files": files}
-        request = self._build(method, path, {**options, "headers": headers, "timeout": timeout, "retry": retry}, False)
-        return await self.httpx.send(request)
-
-    @asynccontextmanager
-    async def stream(self, method: str, path: str, **options: Unpack[BodyOptions]) -> AsyncIterator[httpx.Response]:
-        """
-        Send a request and yield the response before its body is read; takes `request`'s
-        keyword arguments.
-
-        Retried until the response headers arrive; once the body is being read, a failure is
-        raised to the caller (the bytes already handed out cannot be taken back).
-
-        ```python
-        async with client.stream("GET", "exports/1") as response:
-            async for chunk in response.aiter_bytes():
-                ...
-        ```
-        """
-        self._check(path, options.get("headers"))
-        request = self._build(method, path, options, True)
-        response = await self.httpx.send(request, stream=True)
-        try:
-            yield response
-        finally:
-            await response.aclose()
-
     async def aclose(self) -> None:
         """Close the connection pool. Idempotent; later requests raise `ClientClosedError`."""
         self._closed = True
@@ -303,35 +219,3 @@ class Client(HttpMethods):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
-
-    def _check(self, path: str, headers: Mapping[str, str] | None) -> None:
-        if self._closed:
-            raise ClientClosedError(f"Client {self.name!r} is closed; it cannot send requests any more.")
-        check_path(path, allow_absolute_urls=self._allow_absolute_urls)
-        if headers:
-            problem = header_problem(headers.items())
-            if problem is not None:
-                raise httpx.LocalProtocolError(problem)  # before any I/O, and without the value
-
-    def _build(self, method: str, path: str, options: BodyOptions, stream: bool) -> httpx.Request:
-        headers = options.get("headers")
-        extensions: dict[str, Any] = {STREAM_EXTENSION: True} if stream else {}
-        retry = options.get("retry")
-        if retry is not None:
-            extensions[POLICY_EXTENSION] = retry
-        timeout = options.get("timeout", USE_CLIENT_DEFAULT)
-        request = self.httpx.build_request(
-            method,
-            path,
-            params=options.get("params"),
-            content=options.get("content"),
-            data=options.get("data"),
-            files=options.get("files"),
-            json=options.get("json"),
-            headers=headers,
-            timeout=httpx.USE_CLIENT_DEFAULT if timeout is USE_CLIENT_DEFAULT else checked_timeout(timeout),
-            extensions=extensions,
-        )
-        if self.httpx.follow_redirects:
-            remember_origin(request, private=[*self.httpx.headers.keys(), *(headers or {}).keys()])
-        return request

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
 from ._arguments import checked_timeout
+from ._pipeline.attempts import OPTIONS_EXTENSION, CallOptions
 from ._pipeline.policy import RetryPolicy
-from ._pipeline.transport import POLICY_EXTENSION, RetryTransport
+from ._pipeline.transport import RetryTransport
+from ._safety.redirects import remember_first_hop
+
+if TYPE_CHECKING:
+    from ._service_httpx import ServiceHttpxClient
 from ._types import (
     USE_CLIENT_DEFAULT,
     QueryParams,
@@ -46,7 +51,7 @@ _EMPTY: Final = httpx.ByteStream(b"")
 class LeanPath:
     """A client's lean path: its caches, and the send that skips `httpx.AsyncClient.send`."""
 
-    def __init__(self, client: httpx.AsyncClient, transport: RetryTransport) -> None:
+    def __init__(self, client: ServiceHttpxClient, transport: RetryTransport) -> None:
         self.httpx = client
         self.transport = transport
         self._urls: dict[str, httpx.URL] = {}
@@ -62,13 +67,8 @@ class LeanPath:
         set later through `.httpx`; then the call takes the full path.
         """
         client = self.httpx
-        return (
-            client.auth is None
-            and not client.follow_redirects
-            and not client.params
-            and not client.cookies
-            and not any(client.event_hooks.values())
-        )
+        hooks = client.event_hooks
+        return client.plain and hooks["request"] == [remember_first_hop] and not hooks["response"]
 
     def url(self, path: str) -> httpx.URL | None:
         """`path` merged into the base URL as httpx merges it; `None` if it carries userinfo."""
@@ -100,6 +100,7 @@ class LeanPath:
             self._prepared_raw, self._prepared_netloc = raw, netloc
         return self._prepared_headers
 
+    # long: httpx's own request building, step for step, so that the bytes sent are the same.
     async def send(
         self,
         method: str,
@@ -122,7 +123,7 @@ class LeanPath:
         per_attempt = client.timeout if timeout is USE_CLIENT_DEFAULT else checked_timeout(timeout)
         extensions: dict[str, Any] = {"timeout": per_attempt.as_dict()}
         if retry is not None:
-            extensions[POLICY_EXTENSION] = retry
+            extensions[OPTIONS_EXTENSION] = CallOptions(retry)
         if headers or content is not None or data is not None or files is not None or json is not None:
             if headers:
                 merged = httpx.Headers(client.headers)

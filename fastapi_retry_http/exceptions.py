@@ -23,7 +23,8 @@ Exception
         ├── DeadlineExceeded      (httpx.TimeoutException) the policy's overall deadline passed
         ├── AttemptTimeout        (httpx.ReadTimeout) one attempt took longer than attempt_timeout
         ├── CircuitOpenError      the client's circuit breaker is open: nothing was sent
-        └── ResponseTooLargeError the response body is over max_response_bytes
+        ├── ResponseTooLargeError the response body is over max_response_bytes
+        └── InjectedFault         (httpx.ConnectError) a fault injected by chaos: nothing was sent
 ```
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "ClientClosedError",
     "ConfigurationError",
     "DeadlineExceeded",
+    "InjectedFault",
     "LifespanNotRunError",
     "ResponseTooLargeError",
     "UnknownClientError",
@@ -141,3 +143,21 @@ class CircuitOpenError(httpx.TransportError):
         super().__init__(message)
         self.client = client
         self.retry_after = retry_after
+
+
+class InjectedFault(httpx.ConnectError):
+    """
+    A fault injected by chaos ([`Chaos`][fastapi_retry_http.chaos.Chaos]): nothing was sent.
+
+    An `httpx.ConnectError`, so the retry rules, the breaker and your own `except` clauses
+    treat it as a connection that failed: it is retried whatever the method.
+
+    Attributes:
+        client: The client's name.
+        retry_after: Always `0.0` (no hint of when to try again).
+    """
+
+    def __init__(self, message: str, *, request: httpx.Request | None = None, client: str) -> None:
+        super().__init__(message, request=request)
+        self.client = client
+        self.retry_after = 0.0

@@ -35,6 +35,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.util.types import AttributeValue
 
 from ._pipeline.events import AttemptEvent
+from ._pipeline.send import INJECTED_EXTENSION
 
 __all__ = ["DURATION_BUCKETS", "KNOWN_METHODS", "OpenTelemetry"]
 
@@ -72,7 +73,9 @@ class OpenTelemetry:
     Span attributes: `http.request.method`, `server.address`, `server.port`, `url.full`
     (query values replaced by `REDACTED`, no userinfo), `http.response.status_code`,
     `error.type` (the error's class, or the status code from 400 up),
-    `network.protocol.version`, and `http.request.resend_count` on attempts after the first.
+    `network.protocol.version`, and `http.request.resend_count` on attempts after the first;
+    `fastapi_retry_http.injected` (`true`, on the duration too) when chaos acted on the attempt
+    ([`Chaos`][fastapi_retry_http.chaos.Chaos]), so a drill can be told from an outage.
     A span ends when its attempt ends: after the body is read, or at the headers for
     `Client.stream()`. A cancelled attempt's span ends unmarked (a caller going away is not
     an error) and records no duration.
@@ -122,19 +125,28 @@ class OpenTelemetry:
         )
         # Set, not added: the same request object goes out again on the next attempt.
         propagate.inject(request.headers, context=trace.set_span_in_context(span))
-        return _AttemptSpan(span, attributes, self._duration)
+        return _AttemptSpan(span, attributes, self._duration, request, attempt)
 
     def on_attempt(self, event: AttemptEvent) -> None:
         """Nothing more to do: the attempt's span ended with it."""
 
 
 class _AttemptSpan:
-    __slots__ = ("_attributes", "_duration", "_span", "_started")
+    __slots__ = ("_attempt", "_attributes", "_duration", "_request", "_span", "_started")
 
-    def __init__(self, span: trace.Span, attributes: dict[str, AttributeValue], duration: metrics.Histogram) -> None:
+    def __init__(
+        self,
+        span: trace.Span,
+        attributes: dict[str, AttributeValue],
+        duration: metrics.Histogram,
+        request: httpx.Request,
+        attempt: int,
+    ) -> None:
         self._span = span
         self._attributes = attributes
         self._duration = duration
+        self._request = request
+        self._attempt = attempt
         self._started = time.perf_counter()
 
     def end(self, response: httpx.Response | None, error: BaseException | None) -> None:
@@ -151,6 +163,8 @@ class _AttemptSpan:
         elif error is not None and not _is_cancellation(error):
             kind = type(error)
             ended["error.type"] = f"{kind.__module__}.{kind.__qualname__}"
+        if self._attempt in self._request.extensions.get(INJECTED_EXTENSION, ()):
+            ended["fastapi_retry_http.injected"] = True
         span.set_attributes(ended)
         if "error.type" in ended:
             span.set_status(Status(StatusCode.ERROR, str(ended["error.type"])))

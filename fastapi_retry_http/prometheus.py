@@ -12,6 +12,7 @@ app = FastAPI(lifespan=clients_lifespan(settings.http_clients, instrumentation=[
 | `fastapi_retry_http_attempts_total` | counter | `client`, `method`, `outcome` |
 | `fastapi_retry_http_retries_total` | counter | `client`, `reason` (status code or error class) |
 | `fastapi_retry_http_gave_up_total` | counter | `client`, `reason` (why retries stopped) |
+| `fastapi_retry_http_injected_total` | counter, attempts chaos acted on (a drill) | `client`, `outcome` |
 | `fastapi_retry_http_request_duration_seconds` | histogram, per call (waits included) | `client`, `method` |
 | `fastapi_retry_http_circuit_open` | gauge, 0 or 1 | `client` |
 
@@ -23,11 +24,8 @@ over live workers (`multiprocess_mode="livemax"`).
 
 from __future__ import annotations
 
-import time
-from contextvars import ContextVar
 from typing import Final
 
-import httpx
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from ._pipeline.events import AttemptEvent, CircuitEvent
@@ -39,12 +37,8 @@ __all__ = ["DURATION_BUCKETS", "PrometheusMetrics"]
 DURATION_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10, 30, 60)
 #: Methods used as labels as they are; any other is `_OTHER`.
 KNOWN_METHODS: Final = frozenset({"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "TRACE"})
-#: The outcomes that end a call (`"retry"` and `"hedge_lost"` do not).
-_FINAL: Final = frozenset({"success", "returned", "failed"})
-
-# When the running call's first attempt started. A call runs in one task (its hedges in copies
-# of its context), and a task runs one call at a time: the value is always the current call's.
-_call_started: ContextVar[float] = ContextVar("fastapi_retry_http_call_started")
+#: The outcomes that end a call (`"retry"`, `"hedge_lost"` and `"cancelled"` do not).
+_FINAL: Final = frozenset({"success", "returned", "failed", "refused"})
 
 
 class PrometheusMetrics:
@@ -65,15 +59,19 @@ class PrometheusMetrics:
         counters = {
             "attempts": ("Attempts sent, by how each ended.", ("client", "method", "outcome")),
             "retries": ("Retries, by what the attempt before gave (status code or error class).", ("client", "reason")),
-            "gave_up": ("Calls that stopped retrying a retryable failure, by why.", ("client", "reason")),
+            "gave_up": (
+                "Calls that stopped retrying a retryable failure, or were refused before any attempt, by why.",
+                ("client", "reason"),
+            ),
+            "injected": ("Attempts chaos acted on (a drill), by how each ended.", ("client", "outcome")),
         }
-        self.attempts, self.retries, self.gave_up = (
+        self.attempts, self.retries, self.gave_up, self.injected = (
             Counter(f"fastapi_retry_http_{name}", doc, labels, registry=registry)
             for name, (doc, labels) in counters.items()
         )
         self.duration = Histogram(
             "fastapi_retry_http_request_duration_seconds",
-            "Duration of calls, from the first attempt to the last, waits included.",
+            "Wall time of calls, from the call to its answer, waits and hedges included.",
             ("client", "method"),
             buckets=DURATION_BUCKETS,
             registry=registry,
@@ -86,24 +84,20 @@ class PrometheusMetrics:
             multiprocess_mode="livemax",
         )
 
-    def start_attempt(self, request: httpx.Request, attempt: int, client: str) -> None:
-        """Note when a call's first attempt starts, for the call's duration."""
-        if attempt == 1:
-            _call_started.set(time.perf_counter())
-
     def on_attempt(self, event: AttemptEvent) -> None:
         """Count the attempt; count a retry or a give-up; time the call once it ends."""
         method = event.method if event.method in KNOWN_METHODS else "_OTHER"
         self.attempts.labels(event.client, method, event.outcome).inc()
+        if event.injected:
+            self.injected.labels(event.client, event.outcome).inc()
         if event.outcome == "retry":
             reason = str(event.status_code) if event.error is None else event.error
             self.retries.labels(event.client, reason).inc()
         elif event.outcome in _FINAL:
             if event.reason is not None:
                 self.gave_up.labels(event.client, event.reason).inc()
-            started = _call_started.get(None)
-            if started is not None:
-                self.duration.labels(event.client, method).observe(time.perf_counter() - started)
+            if event.call_duration is not None:
+                self.duration.labels(event.client, method).observe(event.call_duration)
 
     def on_circuit(self, event: CircuitEvent) -> None:
         """Set the client's gauge: 1 while open or half-open, 0 once closed."""

@@ -10,6 +10,7 @@ receives: the count at the server is the oracle for how many attempts were made.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import socket
 import struct
 import threading
@@ -48,6 +49,7 @@ class Upstream:
         self.hits: Counter[str] = Counter()
         self.seen: dict[str, list[tuple[dict[str, str], bytes]]] = defaultdict(list)
         self.client_ports: set[int] = set()
+        self._holds: dict[str, threading.Event] = {}
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -59,7 +61,18 @@ class Upstream:
     def script(self, path: str, *replies: int | Reply) -> None:
         self._scripts[path].extend(r if isinstance(r, Reply) else Reply(status=r) for r in replies)
 
+    def hold(self, path: str) -> threading.Event:
+        """
+        Requests to `path` are counted, then held until the returned event is set (10 s at
+        most): concurrent calls overlap for as long as a test needs, with no sleep.
+        """
+        event = self._holds[path] = threading.Event()
+        return event
+
     def reset(self) -> None:
+        for event in self._holds.values():
+            event.set()
+        self._holds.clear()
         self._scripts.clear()
         self.hits.clear()
         self.seen.clear()
@@ -77,17 +90,22 @@ class Upstream:
         self.hits[path] += 1
         self.client_ports.add(scope["client"][1])
         self.seen[path].append((dict(request.headers), body))
+        held = self._holds.get(path)
+        if held is not None:
+            await asyncio.to_thread(held.wait, 10)
         script = self._scripts[path]
         reply = script.popleft() if script else Reply()
         if path.startswith("/echo"):
             reply = Reply(body=body or request.url.query.encode())
-        await Response(reply.body, reply.status, reply.headers)(scope, receive, send)
+        # The Date uvicorn would add is written here instead, so that a script can set its own.
+        headers = {"date": email.utils.formatdate(usegmt=True), **reply.headers}
+        await Response(reply.body, reply.status, headers)(scope, receive, send)
 
     def start(self) -> None:
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", interface="asgi3")
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="off", interface="asgi3", date_header=False)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, daemon=True)
         self._thread.start()

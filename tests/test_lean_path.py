@@ -18,7 +18,7 @@ from fastapi_retry_http import Client, RetryPolicy, _client, _lean
 from fastapi_retry_http._backends import aiohttp_pool
 from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
 from fastapi_retry_http._backends.tls import tls_context
-from fastapi_retry_http._pipeline.send import STREAM_EXTENSION
+from fastapi_retry_http._pipeline.attempts import OPTIONS_EXTENSION, CallOptions
 from fastapi_retry_http.exceptions import ClientClosedError, ResponseTooLargeError
 from tests.servers import RawServer, Reply, Upstream
 
@@ -99,14 +99,18 @@ class TestChoice:
             assert not client.httpx.cookies
         assert "cookie" not in seen[1].headers
 
-    async def test_hooks_or_redirects_at_construction_choose_the_full_path_once(self) -> None:
+    async def test_hooks_or_kept_cookies_at_construction_choose_the_full_path_once(self) -> None:
         async def hook(request: httpx.Request) -> None:
             pass
 
         assert Client("http://upstream/")._lean is not None
-        assert Client("http://upstream/", follow_redirects=True)._lean is None
         assert Client("http://upstream/", event_hooks={"request": [hook]})._lean is None
+        assert Client("http://upstream/", keep_cookies=True)._lean is None
         assert Client("http://upstream/", event_hooks={"request": []})._lean is not None
+        # Redirects are decided per call: they can be turned on later through `.httpx`.
+        redirecting = Client("http://upstream/", follow_redirects=True)
+        assert redirecting._lean is not None
+        assert not redirecting._lean.plain()
 
     async def test_userinfo_in_an_absolute_url_takes_the_full_path(self) -> None:
         seen, client = recording()
@@ -160,7 +164,7 @@ class TestSameRequest:
         async with client:
             await client.get("items", timeout=3, retry=policy)
         assert seen[0].extensions["timeout"] == {"connect": 3.0, "read": 3.0, "write": 3.0, "pool": 3.0}
-        assert seen[0].extensions["fastapi_retry_http.retry"] is policy
+        assert seen[0].extensions["fastapi_retry_http.options"].retry is policy
 
     async def test_client_headers_changed_or_replaced_apply_to_later_calls(self) -> None:
         seen, client = recording()
@@ -255,7 +259,9 @@ class TestEagerBodies:
         monkeypatch.setattr(aiohttp_pool, "EAGER_BYTES", 1)
         async with httpx.AsyncClient(transport=transport) as c:
             large = await transport.handle_async_request(c.build_request("GET", upstream.url + "/x"))
-            streamed = c.build_request("GET", upstream.url + "/y", extensions={STREAM_EXTENSION: True})
+            streamed = c.build_request(
+                "GET", upstream.url + "/y", extensions={OPTIONS_EXTENSION: CallOptions(stream=True)}
+            )
             small = await transport.handle_async_request(streamed)
             for response in (large, small):
                 assert not response.is_stream_consumed

@@ -201,13 +201,12 @@ class TestEvents:
         ]
 
     async def test_without_instruments_no_event_is_built(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from fastapi_retry_http._pipeline import decisions
-        from fastapi_retry_http._pipeline import transport as pipeline
+        from fastapi_retry_http._pipeline import decisions, executor
 
         def explode(*args: object, **kwargs: object) -> AttemptEvent:
             raise AssertionError("an event was built with nobody listening")
 
-        monkeypatch.setattr(pipeline, "event", explode)
+        monkeypatch.setattr(executor, "event", explode)
         monkeypatch.setattr(decisions, "event", explode)
         async with httpx.AsyncClient(transport=transport(Scripted(503, 200))) as c:
             assert (await c.get("http://upstream/x")).status_code == 200
@@ -337,8 +336,8 @@ class TestAttemptScopes:
 
     async def test_plain_instruments_are_never_asked_before_an_attempt(self) -> None:
         retrying = transport(Scripted(200), instrumentation=[Recorder()])
-        assert retrying._scoped is False
-        assert transport(Scripted(200), instrumentation=[Scoped()])._scoped is True
+        assert retrying.executor._scoped is False
+        assert transport(Scripted(200), instrumentation=[Scoped()]).executor._scoped is True
 
 
 class TestCircuitEvents:

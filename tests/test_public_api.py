@@ -8,10 +8,17 @@ import types
 import pytest
 
 import fastapi_retry_http
-from fastapi_retry_http import exceptions, otel, prometheus, testing
+from fastapi_retry_http import cache, chaos, dashboard, exceptions, otel, prometheus, testing
 
 PUBLIC = {
     "AttemptEvent",
+    "Call",
+    "CallOptions",
+    "Instrument",
+    "Outcome",
+    "Refusal",
+    "StateStore",
+    "Strategy",
     "CircuitBreaker",
     "CircuitStatus",
     "CircuitEvent",
@@ -25,8 +32,10 @@ PUBLIC = {
     "RetryPolicy",
     "RetryTransport",
     "__version__",
+    "chaos",
     "clients",
     "clients_lifespan",
+    "exception_handlers",
     "exceptions",
     "get_client",
     "testing",
@@ -35,7 +44,7 @@ PUBLIC = {
 
 #: Public modules of the optional extras: never imported by the package, so not in `__all__`;
 #: they show as attributes once a test (or an app) has imported them.
-EXTRAS = {"otel", "prometheus", "redis"}
+EXTRAS = {"cache", "dashboard", "otel", "prometheus", "redis"}
 
 
 def test_all_lists_exactly_the_public_names() -> None:
@@ -49,7 +58,7 @@ def test_all_lists_exactly_the_public_names() -> None:
     ("module", "name"),
     [
         (m, n)
-        for m in (fastapi_retry_http, exceptions, testing, otel, prometheus)
+        for m in (fastapi_retry_http, chaos, dashboard, exceptions, testing, otel, prometheus, cache)
         for n in m.__all__
         if n != "__version__"
     ],

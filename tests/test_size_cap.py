@@ -18,8 +18,9 @@ import pytest
 import zstandard
 
 from fastapi_retry_http import Client, ClientSettings
-from fastapi_retry_http._safety import size_cap as _body
-from fastapi_retry_http._safety.size_cap import DEFAULT_MAX_RESPONSE_BYTES, PIECE, limit_body
+from fastapi_retry_http._safety import decoders as _body
+from fastapi_retry_http._safety.decoders import PIECE
+from fastapi_retry_http._safety.size_cap import DEFAULT_MAX_RESPONSE_BYTES, LimitedStream, limit_body
 from fastapi_retry_http.exceptions import ResponseTooLargeError
 from tests.servers import RawServer, Reply, Upstream
 
@@ -336,4 +337,4 @@ class TestBodilessResponses:
         request = httpx.Request("GET", "http://127.0.0.1/")
         response = httpx.Response(200, stream=httpx.ByteStream(b""))
         limit_body(response, request, 1000, buffered=True)
-        assert isinstance(response.stream, _body.LimitedStream)
+        assert isinstance(response.stream, LimitedStream)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from fastapi_retry_http import Client, RetryBudget, RetryPolicy, RetryTransport, _clock
+from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
 from fastapi_retry_http.exceptions import DeadlineExceeded
 
 pytestmark = pytest.mark.anyio
@@ -432,7 +433,7 @@ class TestTransportDirectly:
 
     async def test_default_inner_and_policy(self) -> None:
         transport = RetryTransport()
-        assert isinstance(transport.inner, httpx.AsyncHTTPTransport)
+        assert isinstance(transport.inner, AiohttpTransport)  # what a Client gets by default
         assert transport.policy == RetryPolicy()
         await transport.aclose()
 

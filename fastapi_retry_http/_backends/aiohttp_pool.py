@@ -27,6 +27,7 @@ import httpx
 from multidict import CIMultiDict
 from yarl import URL
 
+from .._pipeline.attempts import call_options
 from ..exceptions import ClientClosedError
 from .aiohttp_errors import httpx_error, safe_cause
 from .aiohttp_session import SKIP_AUTO_HEADERS, Connector, Request, adds_headers
@@ -41,9 +42,6 @@ _CLOSED: Final = "The transport is closed; it cannot send requests any more."
 #: layers cost more than the read itself (about a quarter of the CPU of a small call,
 #: measured). Larger, undeclared or coded bodies stream, decoded and capped by the pipeline.
 EAGER_BYTES: Final = 64 * 1024
-#: `send.STREAM_EXTENSION` (not imported: the pipeline imports the backends): a request that
-#: wants its response at the headers is never read here.
-_STREAM_EXTENSION: Final = "fastapi_retry_http.stream"
 #: How many distinct `aiohttp.ClientTimeout`s a transport keeps (they are immutable; most
 #: clients use one or two).
 _TIMEOUTS_KEPT: Final = 32
@@ -183,7 +181,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             length is not None
             and length <= EAGER_BYTES
             and "Content-Encoding" not in response.headers
-            and not request.extensions.get(_STREAM_EXTENSION)
+            and not call_options(request).stream  # wanted at its headers: never read here
         ):
             return await self._read(response, request, slots, extensions)
         self._open_responses.add(response)

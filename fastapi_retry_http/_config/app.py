@@ -7,17 +7,26 @@
 # `SecretStr` may not be imported (the floor versions' suite caught it).
 import json
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
 from .._stores.fleet import DEFAULT_PREFIX
 from .._stores.memory import MemoryStore, StateStore
 from .client import ClientSettings
+from .redis_url import redis_url_problem
 
 __all__ = ["HttpClientsSettings"]
+
+
+def _redis_url(value: SecretStr) -> SecretStr:
+    # At startup, not at the first flush: a malformed URL would only ever log "Redis down".
+    problem = redis_url_problem(value.get_secret_value())
+    if problem is not None:
+        raise ValueError(f"not a usable Redis URL: {problem}")
+    return value
 
 
 class HttpClientsSettings(BaseSettings):
@@ -57,7 +66,7 @@ class HttpClientsSettings(BaseSettings):
     model_config = SettingsConfigDict(env_nested_delimiter="__", hide_input_in_errors=True)
 
     http_clients: dict[str, ClientSettings] = {}
-    http_clients_redis_url: SecretStr | None = None
+    http_clients_redis_url: Annotated[SecretStr, AfterValidator(_redis_url)] | None = None
     http_clients_redis_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1, max_length=200, pattern=r"^[^{}\s]+$")
 
     def http_clients_store(self) -> StateStore:

@@ -24,6 +24,8 @@ from .._safety.headers import header_problem
 from .._safety.urls import base_url_problem
 from .._strategies.breaker import CircuitBreaker
 from .._strategies.budget import RetryBudget
+from .._strategies.caching import HttpCache
+from ..chaos import ALLOW_CHAOS_ENV, Chaos
 
 __all__ = ["ClientSettings", "PoolLimits"]
 
@@ -71,6 +73,17 @@ def _verify(value: object) -> object:
     if not os.path.exists(value):
         raise ValueError("CA bundle not found (no such file or directory)")
     return value
+
+
+def _chaos_allowed(chaos: Chaos | None) -> Chaos | None:
+    # Read when the settings are validated, at startup: a stray variable in production must
+    # not start injecting faults into real traffic.
+    if chaos is not None and os.environ.get(ALLOW_CHAOS_ENV, "").strip() != "1":
+        raise ValueError(
+            f"chaos would inject faults into real traffic: set {ALLOW_CHAOS_ENV}=1 in the environment to allow it "
+            "(tests, game days), or remove the client's chaos settings"
+        )
+    return chaos
 
 
 HttpUrlStr = Annotated[str, AfterValidator(_http_url)]
@@ -142,6 +155,14 @@ class ClientSettings(BaseModel):
             ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `null` for no cap.
         circuit_breaker: Stop sending while the upstream fails
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); unset for none.
+        keep_cookies: Store cookies from responses and send them on later calls (off: a
+            shared client never carries one caller's upstream session into another's call).
+        chaos: Inject faults, statuses and latency ([`Chaos`][fastapi_retry_http.chaos.Chaos]);
+            unset for none. Refused at startup unless the environment has
+            `HTTP_CLIENTS_ALLOW_CHAOS=1`.
+        cache: An RFC 9111 shared cache ([`HttpCache`][fastapi_retry_http.cache.HttpCache],
+            the `[cache]` extra); unset for none. `HTTP_CLIENTS__RATES__CACHE__STORAGE=sqlite`.
+        coalesce: Concurrent identical GET and HEAD calls share one upstream call.
     """
 
     model_config = _FORBID
@@ -159,21 +180,16 @@ class ClientSettings(BaseModel):
     backend: Literal["aiohttp", "httpx"] | None = None
     retry_budget: RetryBudget | None = DEFAULT_BUDGET
     circuit_breaker: CircuitBreaker | None = None
+    keep_cookies: bool = False
+    chaos: Annotated[Chaos | None, AfterValidator(_chaos_allowed)] = None
+    cache: HttpCache | None = None
+    coalesce: bool = False
 
     def client_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of `Client` these settings stand for."""
-        return {
-            "base_url": self.base_url,
-            "headers": self.headers,
-            "timeout": self.timeout,
-            "limits": self.limits.to_httpx(),
-            "http2": self.http2,
-            "verify": self.verify,
-            "proxy": self.proxy,
-            "follow_redirects": self.follow_redirects,
-            "max_response_bytes": self.max_response_bytes,
-            "retry": self.retry,
-            "backend": self.backend,
-            "retry_budget": self.retry_budget,
-            "circuit_breaker": self.circuit_breaker,
-        }
+        """
+        The keyword arguments of `Client` these settings stand for: every field, by its name
+        (a new option is a field here and a keyword of `Client`, nothing more).
+        """
+        kwargs = {name: getattr(self, name) for name in type(self).model_fields}
+        kwargs["limits"] = self.limits.to_httpx()
+        return kwargs

@@ -183,6 +183,7 @@ def _build(
         overrides["store"] = store
     if name in registry.transport_overrides:
         overrides["transport"] = registry.transport_overrides[name]
+    overrides.update(registry.option_overrides.get(name, {}))
     try:
         return Client.from_settings(name, config, **overrides)
     except ConfigurationError:

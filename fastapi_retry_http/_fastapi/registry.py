@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Final
+from typing import Any, Final
 
 import httpx
 
@@ -36,6 +36,9 @@ class ClientRegistry(Mapping[str, Client]):
         #: Transports that replace the network of the clients built later, by lowercased name
         #: (set through [`testing.override_transport`][fastapi_retry_http.testing.override_transport]).
         self.transport_overrides: dict[str, httpx.AsyncBaseTransport] = {}
+        #: `Client` keyword arguments that win over the settings of the clients built later, by
+        #: lowercased name (set through [`testing.chaos_for`][fastapi_retry_http.testing.chaos_for]).
+        self.option_overrides: dict[str, dict[str, Any]] = {}
 
     def __getitem__(self, name: str) -> Client:
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import httpx
 
@@ -13,7 +13,37 @@ if TYPE_CHECKING:
     from .admission import Waiting
     from .strategy import Refusal
 
-__all__ = ["Call", "Outcome", "replayable"]
+__all__ = ["OPTIONS_EXTENSION", "Call", "CallOptions", "Outcome", "call_options", "replayable"]
+
+#: `request.extensions` key of a call's `CallOptions` (absent: the client's defaults).
+OPTIONS_EXTENSION: Final = "fastapi_retry_http.options"
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    """
+    What one call asks of the pipeline beyond the client's defaults, as one typed object in
+    `request.extensions["fastapi_retry_http.options"]`.
+
+    Attributes:
+        retry: This call's retry policy, in place of the client's.
+        stream: Return the response at its headers, body unread (what `Client.stream()`
+            does); otherwise the body is read inside the attempt, so that a reset or a
+            truncation while reading it is retried like any other failure.
+    """
+
+    retry: RetryPolicy | None = None
+    stream: bool = False
+
+
+#: A call that asks nothing.
+_DEFAULTS: Final = CallOptions()
+
+
+def call_options(request: httpx.Request) -> CallOptions:
+    """The options `request` carries, or the defaults."""
+    options: CallOptions = request.extensions.get(OPTIONS_EXTENSION, _DEFAULTS)
+    return options
 
 
 def replayable(stream: object) -> bool:
@@ -49,6 +79,8 @@ class Call:
     attempt: int = 0
     #: A retry admitted on condition of a wait, awaited right before it is sent.
     pending: Waiting | None = None
+    #: `time.perf_counter()` when the call began, if anyone listens to its events.
+    started: float = 0.0
     #: Anything a strategy keeps for the call (slots held, a probe's lease), by strategy.
     state: dict[object, object] | None = None
 

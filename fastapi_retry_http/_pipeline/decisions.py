@@ -6,6 +6,7 @@ what each attempt's event says.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -13,7 +14,8 @@ import httpx
 
 from .._safety.redact import url_without_query
 from .attempts import Call, Outcome
-from .events import AttemptEvent, Instruments, StopReason, log_gave_up, log_retry
+from .events import AttemptEvent, Instruments, StopReason
+from .logs import log_gave_up, log_retry
 from .policy import RETRY_AFTER_STATUSES, parse_retry_after
 from .send import discard
 from .strategy import Refusal
@@ -24,6 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["Decisions", "event", "final_kind", "refused"]
 
 logger: Final = logging.getLogger("fastapi_retry_http")
+
+#: The event outcomes that end a call.
+_ENDS_CALL: Final = frozenset({"success", "returned", "failed"})
 
 #: How many characters of an unusable `Retry-After` value a warning quotes.
 RETRY_AFTER_SHOWN: Final = 40
@@ -105,7 +110,7 @@ def event(
     wait: float | None = None,
     reason: StopReason | None = None,
 ) -> AttemptEvent:
-    """The event of `call`'s latest attempt, which gave `outcome`."""
+    """The event of `call`'s latest attempt, which gave `outcome` (the call's time if it ends it)."""
     response, error = outcome.response, outcome.error
     return AttemptEvent(
         client=call.client,
@@ -119,6 +124,7 @@ def event(
         wait=wait,
         reason=reason,
         injected=outcome.injected,
+        call_duration=time.perf_counter() - call.started if kind in _ENDS_CALL else None,
     )
 
 
@@ -134,6 +140,7 @@ def refused(call: Call, error: Exception, reason: str) -> AttemptEvent:
         duration=0.0,
         outcome="refused",
         reason=reason,  # type: ignore[arg-type]
+        call_duration=time.perf_counter() - call.started,
     )
 
 

@@ -14,13 +14,11 @@ change (`CircuitEvent`). An instrument without them is never asked.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, runtime_checkable
 
 import httpx
-
-from .._safety.redact import url_without_query
 
 __all__ = [
     "AttemptEvent",
@@ -30,8 +28,6 @@ __all__ = [
     "Instrument",
     "Instruments",
     "ScopedInstrument",
-    "log_gave_up",
-    "log_retry",
 ]
 
 logger: Final = logging.getLogger("fastapi_retry_http")
@@ -67,6 +63,8 @@ class AttemptEvent:
             `"rate_limit"`, `"throttle"` or `"concurrency"`; otherwise `None`.
         injected: Whether the outcome was injected by chaos (`fastapi_retry_http.chaos`), so
             that dashboards and alerts can tell a drill from an outage.
+        call_duration: On the event that ends a call (its final attempt, or its refusal): the
+            call's wall time in seconds, waits and hedges included; otherwise `None`.
     """
 
     client: str
@@ -80,6 +78,7 @@ class AttemptEvent:
     wait: float | None = None
     reason: StopReason | None = None
     injected: bool = False
+    call_duration: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +157,9 @@ class Instruments:
     def __bool__(self) -> bool:
         return bool(self._instruments)
 
+    def __iter__(self) -> Iterator[Instrument]:
+        return iter(self._instruments)
+
     def emit(self, event: AttemptEvent) -> None:
         """Hand `event` to every instrument."""
         for instrument in self._instruments:
@@ -181,6 +183,8 @@ class Instruments:
 
     def emit_circuit(self, event: CircuitEvent) -> None:
         """Log a breaker's state change, and hand `event` to the instruments with `on_circuit`."""
+        from .logs import log_circuit
+
         log_circuit(event)
         for instrument in self._circuit:
             try:
@@ -216,87 +220,3 @@ class Scopes:
                 scope.end(response, error)
             except Exception:
                 self._instruments._raised(instrument, self._client)
-
-
-def log_retry(client: str, request: httpx.Request, attempt: int, attempts: int, reason: str, wait: float) -> None:
-    """
-    One INFO record per retry, with its fields as `extra` attributes; no header or query values.
-
-    INFO: a retry is the library doing its job, and the call may well still succeed.
-    """
-    _log_attempt(client, request, attempt, attempts, reason, f"retrying in {wait:.3f}s", reason, wait, "retry")
-
-
-def log_gave_up(
-    client: str, request: httpx.Request, attempt: int, attempts: int, failure: str, reason: StopReason
-) -> None:
-    """
-    One INFO record per call that stops retrying a retryable failure (`reason`: attempts,
-    deadline, budget, breaker, retry_after); `failure` is the last status code or error class.
-
-    INFO, like retries, not WARNING: the caller gets the failure (raised, or the response)
-    and reports it in its own terms, and during an outage every call gives up, so a WARNING
-    each would flood the logs. The loud signals are per client and rate-limited: the spent
-    budget (once per window) and an opening breaker are WARNINGs.
-    """
-    _log_attempt(client, request, attempt, attempts, failure, f"not retried ({reason})", reason, None, "returned")
-
-
-def _log_attempt(
-    client: str,
-    request: httpx.Request,
-    attempt: int,
-    attempts: int,
-    failure: str,
-    then: str,
-    reason: str,
-    wait: float | None,
-    outcome: str,
-) -> None:
-    # One shape for every attempt record, so a JSON formatter sees the same fields each time.
-    where = url_without_query(request.url)
-    logger.info(
-        "%s: %s %s failed (%s) on attempt %d/%d; %s",
-        client,
-        request.method,
-        where,
-        failure,
-        attempt,
-        attempts,
-        then,
-        extra={
-            "client": client,
-            "method": request.method,
-            "url": where,
-            "attempt": attempt,
-            "attempts": attempts,
-            "reason": reason,
-            "failure": failure,
-            "wait": wait,
-            "outcome": outcome,
-        },
-    )
-
-
-#: Log levels of breaker state changes: opening is what an operator wants to see.
-CIRCUIT_LEVELS: Final = {"open": logging.WARNING, "half_open": logging.INFO, "closed": logging.INFO}
-
-
-def log_circuit(event: CircuitEvent) -> None:
-    """One record per breaker state change: WARNING when it opens, INFO otherwise."""
-    after = "" if event.retry_after is None else f"; a probe in {event.retry_after:.3f}s"
-    logger.log(
-        CIRCUIT_LEVELS[event.state],
-        "%s: circuit %s -> %s%s",
-        event.client,
-        event.previous,
-        event.state,
-        after,
-        extra={
-            "client": event.client,
-            "reason": "breaker",
-            "state": event.state,
-            "previous": event.previous,
-            "wait": event.retry_after,
-        },
-    )

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .attempts import Call, Outcome
-from .send import discard
 from .strategy import Refusal
 
 if TYPE_CHECKING:
@@ -27,64 +26,103 @@ Attempt = Callable[[Callable[[], bool]], Awaitable[Outcome]]
 
 
 async def race(
-    call: Call, attempt: Attempt, admit: Callable[[], Refusal | Waiting | None]
+    call: Call,
+    attempt: Attempt,
+    admit: Callable[[], Refusal | Waiting | None],
+    superseded: Callable[[Outcome, str], Awaitable[None]],
 ) -> tuple[Outcome, str | None]:
     """
     Run hedged attempts of `call`: the winner (or the last failure), and why hedging stopped
-    early (a gate's refusal), if it did.
+    early (a strategy's refusal), if it did.
 
     `attempt(lost)` runs one attempt; `lost()` tells it, once cancelled, whether it lost the
-    race (rather than the caller going away).
+    race (rather than the caller going away). `superseded(outcome, kind)` releases an attempt's
+    outcome that will not be returned and tells of it: `"retry"` for a failure that another
+    attempt followed, `"hedge_lost"` for an answer that came after the winner's. So every
+    attempt sent has exactly one event, as a retried call's attempts have.
     """
-    delay = call.policy.hedge_after
-    assert delay is not None
-    running: set[asyncio.Task[Outcome]] = set()
-    decided = False
-    stopped: str | None = None
-    last: Outcome | None = None
+    return await _Race(call, attempt, admit, superseded).run()
 
-    def launch(pending: Waiting | None = None) -> None:
-        running.add(asyncio.ensure_future(attempt(lambda: decided) if pending is None else after(pending)))
 
-    async def after(pending: Waiting) -> Outcome:
+class _Race:
+    """The hedged attempts of one call, in flight and done."""
+
+    __slots__ = ("_admit", "_attempt", "_superseded", "call", "decided", "last", "launched", "running", "stopped")
+
+    def __init__(
+        self,
+        call: Call,
+        attempt: Attempt,
+        admit: Callable[[], Refusal | Waiting | None],
+        superseded: Callable[[Outcome, str], Awaitable[None]],
+    ) -> None:
+        self.call, self._attempt, self._admit, self._superseded = call, attempt, admit, superseded
+        self.running: set[asyncio.Task[Outcome]] = set()
+        self.decided = False  # a winner is known: attempts cancelled from now on lost the race
+        self.stopped: str | None = None
+        self.last: Outcome | None = None
+        self.launched = 0
+
+    async def run(self) -> tuple[Outcome, str | None]:
+        delay = self.call.policy.hedge_after
+        assert delay is not None
+        attempts = self.call.policy.attempts
+        self._launch(None)
+        try:
+            while self.running:
+                more = self.launched < attempts and self.stopped is None
+                done, _ = await asyncio.wait(
+                    self.running, timeout=delay if more else None, return_when=asyncio.FIRST_COMPLETED
+                )
+                self.running.difference_update(done)
+                winner = await self._collect(done)
+                if winner is not None:
+                    return winner, None
+                if more and (not done or not self.running):
+                    # The delay passed with no answer, or every attempt failed: the next hedge.
+                    admission = self._admit()
+                    if isinstance(admission, Refusal):
+                        self.stopped = admission.reason
+                    else:
+                        self._launch(admission)
+            assert self.last is not None
+            return self.last, self.stopped
+        finally:
+            self.decided = True
+            for task in self.running:
+                task.cancel()
+            await asyncio.gather(*self.running, return_exceptions=True)
+
+    def _launch(self, pending: Waiting | None) -> None:
+        attempt = self._attempt(self._lost) if pending is None else self._after(pending)
+        self.running.add(asyncio.ensure_future(attempt))
+        self.launched += 1
+
+    def _lost(self) -> bool:
+        return self.decided
+
+    async def _after(self, pending: Waiting) -> Outcome:
+        """A hedge admitted on condition of a wait (a rate limit's slot)."""
         refusal = await pending.wait()
         if refusal is not None:
-            return Outcome(refusal=refusal, attempt=call.attempt)
-        return await attempt(lambda: decided)
+            return Outcome(refusal=refusal, attempt=self.call.attempt)
+        return await self._attempt(self._lost)
 
-    launch()
-    launched = 1
-    try:
-        while running:
-            more = launched < call.policy.attempts and stopped is None
-            done, _ = await asyncio.wait(running, timeout=delay if more else None, return_when=asyncio.FIRST_COMPLETED)
-            running.difference_update(done)
-            winner = None
-            for task in done:
-                outcome = task.result()
-                if outcome.refusal is not None:
-                    stopped = outcome.refusal.reason  # a hedge that waited for a slot, then refused
-                    continue
-                if winner is None and not outcome.retryable:
-                    winner = outcome
-                    continue
-                if outcome.response is not None:
-                    await discard(outcome.response)
-                last = outcome
-            if winner is not None:
-                return winner, None
-            if more and (not done or not running):
-                # The delay passed with no answer, or every attempt failed: the next hedge.
-                refusal = admit()
-                if isinstance(refusal, Refusal):
-                    stopped = refusal.reason
-                else:
-                    launch(refusal)
-                    launched += 1
-        assert last is not None
-        return last, stopped
-    finally:
-        decided = True
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+    async def _collect(self, done: set[asyncio.Task[Outcome]]) -> Outcome | None:
+        """The winner among `done`, if any; every other outcome superseded or kept as the last."""
+        winner = None
+        for task in done:
+            outcome = task.result()
+            if outcome.refusal is not None:
+                self.stopped = outcome.refusal.reason  # a hedge that waited for a slot, then refused
+            elif winner is None and not outcome.retryable:
+                winner = outcome
+            elif not outcome.retryable:
+                await self._superseded(outcome, "hedge_lost")  # answered with the winner, too late
+            else:
+                if self.last is not None:
+                    await self._superseded(self.last, "retry")
+                self.last = outcome
+        if winner is not None and self.last is not None:
+            await self._superseded(self.last, "retry")
+        return winner

@@ -16,16 +16,15 @@ import httpx
 from .._backends.protocol import shield_of
 from .._safety.size_cap import limit_body
 from ..exceptions import AttemptTimeout, DeadlineExceeded, ResponseTooLargeError
-from .attempts import Call
+from .attempts import Call, call_options
 from .deadlines import Deadlines
 from .strategy import Interceptor
 
-__all__ = ["STREAM_EXTENSION", "Sender", "discard"]
+__all__ = ["INJECTED_EXTENSION", "Sender", "attempt_limit", "cut_short", "discard"]
 
-#: `request.extensions` key: `True` returns the response at its headers, body unread (what
-#: `Client.stream()` does). Otherwise the body is read inside the attempt, so that a reset or
-#: a truncation while reading it is retried like any other failure.
-STREAM_EXTENSION: Final = "fastapi_retry_http.stream"
+#: `request.extensions` key set by chaos: the attempts it acted on (attempt number to what it
+#: injected); on a response, `True` when chaos made it up (nothing was sent).
+INJECTED_EXTENSION: Final = "fastapi_retry_http.injected"
 
 #: How much of a discarded response is read so its connection can be reused; a larger body is
 #: cut off by closing the connection instead.
@@ -61,15 +60,7 @@ class Sender:
     async def send(self, call: Call) -> httpx.Response:
         """One attempt of `call`, bounded by its attempt timeout and by its deadline."""
         request = call.request
-        limit = call.policy.attempt_timeout
-        by_deadline = False
-        if call.deadline_at is not None:
-            remaining = call.deadline_at - self._clock()
-            if remaining <= 0:
-                raise DeadlineExceeded("The retry deadline passed before the attempt started.", request=request)
-            # An attempt timeout never outlasts what is left of the deadline.
-            by_deadline = limit is None or remaining <= limit
-            limit = remaining if by_deadline else limit
+        limit, by_deadline = attempt_limit(call, self._clock)
         if limit is None:
             return await (self._intercepted(call) if self.interceptors else self._shielded(request))
         # A slow drip never trips httpx's per-read timeout; these bound the whole attempt.
@@ -78,11 +69,7 @@ class Sender:
             return await (self._intercepted(call) if self.interceptors else self._shielded(request))
         except asyncio.CancelledError:
             if task in self.deadlines.fired and task.uncancel() == 0:
-                if by_deadline:
-                    raise DeadlineExceeded("The retry deadline passed during the attempt.", request=request) from None
-                raise AttemptTimeout(
-                    f"The attempt took longer than attempt_timeout ({limit:g}s) and was cancelled.", request=request
-                ) from None
+                raise cut_short(request, limit, by_deadline) from None
             raise
         finally:
             self.deadlines.unwatch(task)
@@ -102,7 +89,7 @@ class Sender:
     async def _send(self, request: httpx.Request) -> httpx.Response:
         started = time.perf_counter()
         response = await self._inner.handle_async_request(request)
-        buffered = not request.extensions.get(STREAM_EXTENSION)
+        buffered = not call_options(request).stream
         try:
             limit_body(response, request, self.max_response_bytes, buffered=buffered)
         except ResponseTooLargeError:
@@ -116,6 +103,30 @@ class Sender:
                 await response.aclose()
             response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
         return response
+
+
+def attempt_limit(call: Call, clock: Callable[[], float]) -> tuple[float | None, bool]:
+    """
+    Seconds the next attempt of `call` may take (`None`: no limit), and whether the deadline
+    sets them; raises `DeadlineExceeded` when it has already passed.
+    """
+    limit = call.policy.attempt_timeout
+    if call.deadline_at is None:
+        return limit, False
+    remaining = call.deadline_at - clock()
+    if remaining <= 0:
+        raise DeadlineExceeded("The retry deadline passed before the attempt started.", request=call.request)
+    # An attempt timeout never outlasts what is left of the deadline.
+    by_deadline = limit is None or remaining <= limit
+    return (remaining if by_deadline else limit), by_deadline
+
+
+def cut_short(request: httpx.Request, limit: float, by_deadline: bool) -> httpx.TimeoutException:
+    """The error of an attempt that ran out of its `limit` seconds."""
+    if by_deadline:
+        return DeadlineExceeded("The retry deadline passed during the attempt.", request=request)
+    message = f"The attempt took longer than attempt_timeout ({limit:g}s) and was cancelled."
+    return AttemptTimeout(message, request=request)
 
 
 async def discard(response: httpx.Response) -> None:

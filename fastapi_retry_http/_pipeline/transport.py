@@ -1,15 +1,17 @@
 """
 `RetryTransport`: the pipeline every request of every client goes through.
 
-Each attempt passes the same stages, in this order:
+A call passes, in this order (docs/architecture.md says why):
 
-1. gates (`gates.Gate`): the retry budget counts the request; a refusal ends the call
-2. send (`send.Sender`): within the deadline, shielded where the backend needs it, body read
-3. classify (`policy.RetryPolicy`): a success, a failure to return, or one to retry
-4. record: every gate learns the outcome
-5. decide (`decisions.Decisions`, run by tenacity in `engine`): wait, or stop and say why;
-   a retry asks the gates before its wait, so a refused retry costs no waiting
-6. event (`events.Instruments`): once the attempt's fate is known, if anyone listens
+1. the strategies around the call (`strategy.CallStrategy`: cache, coalescing), which may
+   answer without any attempt;
+2. the call's deadline and options (`attempts.Call`, `attempts.CallOptions`);
+3. its attempts, each sent by the one `executor.Executor`: the per-attempt strategies
+   (breaker, budget, throttle, your gates, rate limit, concurrency), the send (interceptors
+   such as chaos, the deadline and attempt timeout, the backend, the body read), the
+   classification (`policy.RetryPolicy`), the strategies told the outcome, one event;
+4. after a retryable attempt, either hedging (`hedging.race`) or the retry engine
+   (`engine`, driven by tenacity with `decisions.Decisions`): wait, or stop and say why.
 
 The first attempt runs without tenacity (65-100 us saved per call); only a retryable one
 hands over to the engine.
@@ -27,25 +29,26 @@ from typing import Final, Unpack
 import httpx
 
 from .. import _clock
+from .._backends import default_transport
 from .._safety.headers import header_problem
+from .._safety.redirects import guard_hop
+from .._safety.size_cap import DEFAULT_MAX_RESPONSE_BYTES
 from .._stores.memory import MemoryStore, StateStore
-from .._strategies import Context, StrategyOptions, build
+from .._strategies import Context, StrategyOptions, build, check
 from .._strategies.breaker import BreakerGate
 from .._strategies.budget import DEFAULT_BUDGET, RetryBudget
-from ..exceptions import CircuitOpenError, ClientClosedError, DeadlineExceeded
+from ..exceptions import ClientClosedError
 from . import engine, hedging
-from .admission import Waiting
-from .attempts import Call, Outcome, replayable
-from .decisions import Decisions, event, final_kind, refused
-from .events import Instrument, Instruments, log_gave_up
+from .attempts import Call, Outcome, call_options, replayable
+from .decisions import Decisions
+from .events import Instrument, Instruments
+from .executor import Executor
 from .policy import RetryPolicy
 from .send import Sender
 from .strategy import CallStrategy, Gate, Proceed, Rechecking, Refusal
 
-__all__ = ["ATTEMPTS_EXTENSION", "POLICY_EXTENSION", "RetryTransport"]
+__all__ = ["ATTEMPTS_EXTENSION", "RetryTransport"]
 
-#: `request.extensions` key for a per-request `RetryPolicy`.
-POLICY_EXTENSION: Final = "fastapi_retry_http.retry"
 #: `response.extensions` key: how many attempts a retried request took (absent: one).
 ATTEMPTS_EXTENSION: Final = "fastapi_retry_http.attempts"
 
@@ -62,17 +65,20 @@ class RetryTransport(httpx.AsyncBaseTransport):
     client = httpx.AsyncClient(transport=RetryTransport(httpx.AsyncHTTPTransport(), RetryPolicy()))
     ```
 
-    A request may carry its own policy in `request.extensions["fastapi_retry_http.retry"]`.
-    Bodies are read inside the attempt, so a failure while reading one is retried too; a
-    request with `extensions["fastapi_retry_http.stream"] = True` is returned at its headers
-    instead (what `Client.stream()` does).
+    A request may carry options of its own, a
+    [`CallOptions`][fastapi_retry_http.CallOptions] in
+    `request.extensions["fastapi_retry_http.options"]`: its own policy, or `stream=True` to
+    get the response at its headers (what `Client.stream()` does). Otherwise bodies are read
+    inside the attempt, so a failure while reading one is retried too.
 
     Args:
-        inner: The transport that sends each attempt; `httpx.AsyncHTTPTransport()` if omitted.
+        inner: The transport that sends each attempt; the default backend (as a `Client`
+            builds it) if omitted.
             It may be replaced later (`transport.inner = ...`), in tests for example.
         policy: How to retry; `RetryPolicy()` if omitted.
         name: The client name written in retry log records and events.
-        max_response_bytes: Refuse bodies larger than this (decoded), read inside the attempt.
+        max_response_bytes: Refuse bodies larger than this (decoded), read inside the attempt;
+            32 MiB for buffered calls by default (as a `Client`), `None` for no cap.
         sleep: Awaited for each backoff wait (default `asyncio.sleep`); tests pass a recorder.
         clock: Monotonic seconds, used for the deadline (default `time.monotonic`, plus the
             waits skipped in no-sleep mode).
@@ -80,10 +86,13 @@ class RetryTransport(httpx.AsyncBaseTransport):
         budget: Caps retries at a share of recent requests
             ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `None` for no cap.
         store: Where the budget and the breaker keep their counts; this transport's own by default.
-        circuit_breaker: Stop sending while the upstream fails most attempts
-            ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); `None` (the default) for none.
-        gates: More gates, asked after the budget before every attempt.
+        gates: More strategies ([`Strategy`][fastapi_retry_http.Strategy]), asked after the
+            budget and the throttle before every attempt.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt.
+        **options: The resilience options, by the names of `Client`'s keywords (each off
+            unless given): `circuit_breaker`
+            ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]), `retry_budget`, `chaos`
+            ([`Chaos`][fastapi_retry_http.chaos.Chaos]), and the others `Client` documents.
     """
 
     def __init__(
@@ -92,7 +101,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
         policy: RetryPolicy | None = None,
         *,
         name: str = "",
-        max_response_bytes: int | None = None,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
         sleep: SleepFn | None = None,
         clock: Callable[[], float] = _clock.monotonic,
         random: Callable[[], float] = _random.random,
@@ -102,7 +111,10 @@ class RetryTransport(httpx.AsyncBaseTransport):
         instrumentation: Iterable[Instrument] = (),
         **options: Unpack[StrategyOptions],
     ) -> None:
-        self._sender = Sender(inner if inner is not None else httpx.AsyncHTTPTransport(), clock, max_response_bytes)
+        check(options)
+        # A bare RetryTransport gets what a Client gets: the default backend (safe under
+        # cancellation) and the default size cap.
+        self._sender = Sender(inner if inner is not None else default_transport(), clock, max_response_bytes)
         self.policy = policy if policy is not None else RetryPolicy()
         self.name = name
         self._sleep = sleep
@@ -123,13 +135,19 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self.strategies = strategies = build(options, context, tuple(gates))
         #: The circuit breaker's gate, when the client has one (its `status()` is for health checks).
         self.breaker: BreakerGate | None = strategies.by_option.get("circuit_breaker")
-        self._gates: tuple[Gate, ...] = tuple(strategies.attempt)
-        self._rechecking = tuple(gate for gate in self._gates if isinstance(gate, Rechecking))
         self._sender.interceptors = tuple(strategies.send)
+        #: Sends every attempt: the strategies, the send, the classification and the events.
+        self.executor = executor = Executor(self._sender, strategies.attempt, self._instruments)
+        self._rechecking = tuple(gate for gate in executor.gates if isinstance(gate, Rechecking))
         self._around = _chain(strategies.around, self._call) if strategies.around else None
-        self._scoped = self._instruments.scoped  # instruments told before each attempt (tracing)
         self._closed = False
         self._waits: set[asyncio.Future[None]] = set()
+        self._checked_headers: list[tuple[bytes, bytes]] = []
+
+    @property
+    def instrumentation(self) -> tuple[Instrument, ...]:
+        """The instruments told about this transport's attempts (the dashboard finds its log here)."""
+        return tuple(self._instruments)
 
     @property
     def inner(self) -> httpx.AsyncBaseTransport:
@@ -150,42 +168,52 @@ class RetryTransport(httpx.AsyncBaseTransport):
             wait.cancel()
         self._sender.deadlines.close()
         await self.inner.aclose()
+        for strategy in self.strategies.by_option.values():
+            close = getattr(strategy, "aclose", None)  # a strategy holding a resource (the cache's storage)
+            if close is not None:
+                await close()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request` through the inner transport, retrying it by its policy."""
         self._check_open()
-        problem = header_problem(request.headers.raw)
-        if problem is not None:
-            # Before any I/O, whatever the backend, and without the value.
-            raise httpx.LocalProtocolError(problem, request=request)
+        raw = request.headers.raw
+        if raw != self._checked_headers:  # most calls send the headers the last one sent
+            problem = header_problem(raw)
+            if problem is not None:
+                # Before any I/O, whatever the backend, and without the value.
+                raise httpx.LocalProtocolError(problem, request=request)
+            self._checked_headers = raw
+        guard_hop(request)
         if self._around:
             return await self._around(request)
         return await self._call(request)
 
     async def _call(self, request: httpx.Request) -> httpx.Response:
         """The call: its deadline, then its attempts (retried or hedged)."""
-        policy: RetryPolicy = request.extensions.get(POLICY_EXTENSION, self.policy)
+        policy = call_options(request).retry or self.policy
         deadline_at = None if policy.deadline is None else self._clock() + policy.deadline
         retries = policy.attempts > 1 and replayable(request.stream)
         call = Call(request, policy, self.name, deadline_at, retries)
-        refusal = self._admit(call)
+        if self._instruments:
+            call.started = time.perf_counter()
+        executor = self.executor
+        refusal = executor.admit(call)
         if refusal is not None and not isinstance(refusal, Refusal):
             refusal = await refusal.wait()
         if refusal is not None and refusal.error is not None:
-            if self._instruments:
-                self._instruments.emit(refused(call, refusal.error, refusal.reason))
+            executor.refused(call, refusal, refusal.error)
             raise refusal.error
         if policy.hedge_after is not None and retries and policy.may_resend(request):
             outcome, stopped = await hedging.race(
-                call, lambda lost: self._attempt(call, lost), lambda: self._admit(call)
+                call, lambda lost: executor.attempt(call, lost), lambda: executor.admit(call), executor.superseded(call)
             )
-            self._final_event(call, outcome, stopped)
+            executor.final(call, outcome, stopped)
         else:
-            outcome = await self._attempt(call)
+            outcome = await executor.attempt(call)
             if not outcome.retryable:
-                self._final_event(call, outcome)
+                executor.final(call, outcome)
                 return outcome.unwrap()
-            decisions = Decisions(call, self._admit, self._instruments, self._clock, self._random)
+            decisions = Decisions(call, executor.admit, self._instruments, self._clock, self._random)
             try:
                 outcome = await engine.retry(outcome, lambda: self._retry(call), decisions, self._wait)
             finally:
@@ -193,7 +221,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
                     call.pending.abandon()
             stopped = decisions.stopped
             if stopped is None:
-                self._final_event(call, outcome)
+                executor.final(call, outcome)
         if outcome.error is not None:
             # The original error, not wrapped; the note tells how far the retries got.
             spent = " (retry budget spent)" if stopped == "budget" else ""
@@ -204,82 +232,6 @@ class RetryTransport(httpx.AsyncBaseTransport):
         response = outcome.unwrap()
         response.extensions[ATTEMPTS_EXTENSION] = call.attempt
         return response
-
-    async def _attempt(self, call: Call, lost: Callable[[], bool] | None = None) -> Outcome:
-        """One attempt through the send, classify and record stages."""
-        call.attempt += 1
-        number = call.attempt
-        started = time.perf_counter() if self._instruments else 0.0
-        request, policy = call.request, call.policy
-        scopes = self._instruments.start(request, number, call.client) if self._scoped else None
-        try:
-            response = await self._sender.send(call)
-        except Exception as error:
-            outcome = Outcome(error=error, retryable=call.retries and policy.retries_error(request, error))
-            if isinstance(error, DeadlineExceeded):
-                # The deadline ended the call inside an attempt: a give-up, logged as the others are.
-                log_gave_up(call.client, request, number, policy.attempts, outcome.reason, "deadline")
-        except asyncio.CancelledError as gone:
-            # Never retried, never wrapped; the gates and the instruments hear of it.
-            if scopes is not None:
-                scopes.end(None, gone)
-            cancelled = Outcome(cancelled=True, attempt=number)
-            for gate in self._gates:
-                gate.record(call, cancelled)
-            if self._instruments:
-                cancelled.duration = time.perf_counter() - started
-                kind = "hedge_lost" if lost is not None and lost() else "cancelled"
-                self._instruments.emit(event(call, cancelled, kind))
-            raise
-        else:
-            retryable = call.retries and policy.retries_status(request, response.status_code)
-            outcome = Outcome(response=response, retryable=retryable)
-        outcome.attempt = number
-        if self._instruments:
-            outcome.duration = time.perf_counter() - started
-            if scopes is not None:
-                scopes.end(outcome.response, outcome.error)
-        for gate in self._gates:
-            gate.record(call, outcome)
-        return outcome
-
-    def _admit(self, call: Call, start: int = 0) -> Refusal | Waiting | None:
-        """
-        Ask every strategy, in order, whether another attempt of `call` may go. The answer is
-        at once unless a strategy waits (a rate limit, a concurrency limit): then a `Waiting`.
-        A refusal is told to the strategies that had admitted the attempt.
-        """
-        gates = self._gates
-        for index in range(start, len(gates)):
-            answer = gates[index].admit(call)
-            if answer is None:
-                continue
-            if isinstance(answer, Refusal):
-                self._release(call, index, Outcome(refusal=answer, attempt=call.attempt + 1))
-                return answer
-            return Waiting(self._admit, self._release, call, index, answer)
-        return None
-
-    def _release(self, call: Call, index: int, outcome: Outcome) -> None:
-        """Tell the strategies before `index`, which admitted the attempt, that it was never sent."""
-        for gate in self._gates[:index]:
-            gate.record(call, outcome)
-
-    async def _admitted(self, call: Call) -> Refusal | None:
-        answer = self._admit(call)
-        return answer if answer is None or isinstance(answer, Refusal) else await answer.wait()
-
-    def _final_event(self, call: Call, outcome: Outcome, stopped: str | None = None) -> None:
-        if not self._instruments:
-            return
-        if stopped is not None:
-            self._instruments.emit(event(call, outcome, "returned", reason=stopped))  # type: ignore[arg-type]
-        elif isinstance(outcome.error, DeadlineExceeded):
-            self._instruments.emit(event(call, outcome, "returned", reason="deadline"))
-        elif isinstance(outcome.error, CircuitOpenError):
-            self._instruments.emit(event(call, outcome, "returned", reason="breaker"))
-        else:
-            self._instruments.emit(event(call, outcome, final_kind(call, outcome)))
 
     async def _retry(self, call: Call) -> Outcome:
         self._check_open()
@@ -294,7 +246,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
             if refusal is not None and refusal.error is not None:
                 # The breaker opened during the wait: nothing more is sent.
                 return Outcome(error=refusal.error, attempt=call.attempt)
-        return await self._attempt(call)
+        return await self.executor.attempt(call)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -69,6 +69,13 @@ class FleetBudgetCounter(BudgetCounter):
             self.pending_retries += 1
         return allowed
 
+    def usage(self, now: float) -> tuple[int, int]:
+        """The requests and retries over the window: the fleet's when known."""
+        local = super().usage(now)
+        if self.fleet is None:
+            return local
+        return self.fleet[0] + self.pending_requests, self.fleet[1] + self.pending_retries
+
     def take(self) -> Totals:
         """The counts since the last flush, zeroed: what this flush adds to the fleet's."""
         taken = self.pending_requests, self.pending_retries

@@ -26,8 +26,13 @@ from typing import Any, Literal, TypedDict
 from .._pipeline.events import Instruments
 from .._pipeline.strategy import CallStrategy, Interceptor, Strategy
 from .._stores.memory import StateStore
+from ..chaos import Chaos
+from ..exceptions import ConfigurationError
 from .breaker import BreakerGate, CircuitBreaker
 from .budget import DEFAULT_BUDGET, BudgetGate, RetryBudget
+from .caching import HttpCache
+from .chaos import ChaosInterceptor
+from .coalesce import Coalescer
 
 __all__ = ["OPTIONS", "Context", "Option", "Strategies", "StrategyOptions", "build"]
 
@@ -37,6 +42,9 @@ class StrategyOptions(TypedDict, total=False):
 
     retry_budget: RetryBudget | None
     circuit_breaker: CircuitBreaker | None
+    chaos: Chaos | None
+    cache: HttpCache | None
+    coalesce: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,21 +90,47 @@ def _budget(config: RetryBudget, context: Context) -> BudgetGate:
     return BudgetGate(context.store.budget_counter(context.name, config), context.clock)
 
 
+def _chaos(config: Chaos, context: Context) -> ChaosInterceptor:
+    return ChaosInterceptor(config, context.name, context.clock, context.sleep)
+
+
+def _cache(config: HttpCache, context: Context) -> CallStrategy:
+    try:
+        from ..cache import CacheStrategy  # the [cache] extra: hishel is imported there alone
+    except ImportError:
+        raise ConfigurationError(
+            f"Client {context.name!r}: cache needs the 'cache' extra: pip install 'fastapi-retry-http[cache]'."
+        ) from None
+    return CacheStrategy(config, context.name)
+
+
+def _coalesce(config: bool, context: Context) -> Coalescer:
+    return Coalescer(context.name)
+
+
 #: Every option, in pipeline order. `"gates"` marks where the caller's own gates stand.
 OPTIONS: dict[str, Option] = {
+    "cache": Option(None, "call", _cache),
+    "coalesce": Option(False, "call", _coalesce),
     "circuit_breaker": Option(None, "attempt", _breaker),
     "retry_budget": Option(DEFAULT_BUDGET, "attempt", _budget),
+    "chaos": Option(None, "send", _chaos),
 }
 
 #: The caller's gates (`RetryTransport(gates=...)`) stand before this option, or last.
 GATES_BEFORE = "rate_limit"
 
 
-def build(options: StrategyOptions, context: Context, gates: tuple[Strategy, ...] = ()) -> Strategies:
-    """The strategies `options` turn on, in pipeline order; an option that is off builds nothing."""
+def check(options: StrategyOptions) -> None:
+    """Refuse a keyword that is no option (a typo would otherwise turn nothing on)."""
     unknown = set(options) - set(OPTIONS)
     if unknown:
         raise TypeError(f"unknown client option(s): {', '.join(sorted(unknown))}")
+
+
+def build(options: StrategyOptions, context: Context, gates: tuple[Strategy, ...] = ()) -> Strategies:
+    """The strategies `options` turn on, in pipeline order; an option that is off builds nothing."""
+    check(options)
     built = Strategies()
     values: dict[str, Any] = dict(options)
     for name, option in OPTIONS.items():

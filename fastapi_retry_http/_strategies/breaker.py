@@ -204,6 +204,14 @@ class BreakerGate:
         retry_after = max(0.0, state.open_until - now) if phase == "open" else 0.0
         return CircuitStatus(phase, ratio, attempts, retry_after)
 
+    def force_open(self, seconds: float) -> None:
+        """An operator's order: open now for `seconds` (at most the break cap); then probe as usual."""
+        self.state.force_open(self._clock(), seconds)
+
+    def force_close(self) -> None:
+        """An operator's order: close now, with a fresh window (a shared store closes the fleet's)."""
+        self.state.close(self._clock())
+
     def _heard(self, current: CircuitState, previous: CircuitState, retry_after: float | None) -> None:
         self._changed(CircuitEvent(self._client, current, previous, retry_after=retry_after))
 

@@ -147,6 +147,18 @@ class BreakerState:
         self._published("open")
         self._announce(now)
 
+    def force_open(self, now: float, seconds: float) -> None:
+        """An operator's order: open now for `seconds` (at most `max_break_duration`), whatever the counts."""
+        reopened = self.phase(now) == "open"
+        self.tripped = True
+        self.opened = max(self.opened, 1)
+        self.open_until = now + min(seconds, self.config.max_break_duration)
+        self._new_lease_era()
+        self._published("open")
+        if reopened:  # a new break by order is news, though the state stays open
+            self._tell("open", "open", self.open_until - now)
+        self._announce(now)
+
     def close(self, now: float) -> None:
         """A probe here got an upstream success: close with a fresh window."""
         self._closed()

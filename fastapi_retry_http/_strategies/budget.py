@@ -94,6 +94,17 @@ class BudgetCounter:
             self._roll(now)
         self._requests[self._current % self.BUCKETS] += 1
 
+    @property
+    def budget(self) -> RetryBudget:
+        """The budget this counter enforces."""
+        return self._budget
+
+    def usage(self, now: float) -> tuple[int, int]:
+        """The requests and retries counted over the window at `now` (for the dashboard)."""
+        if now >= self._bucket_end:
+            self._roll(now)
+        return sum(self._requests), sum(self._retries)
+
     def try_retry(self, now: float) -> bool:
         """Take one retry from the budget at `now`, if it has one."""
         if now >= self._bucket_end:
@@ -144,3 +155,17 @@ class BudgetGate:
 
     def record(self, call: Call, outcome: Outcome) -> None:
         """The budget counts requests and retries, not their outcomes."""
+
+    def status(self) -> dict[str, object]:
+        """The budget now: requests and retries over the window, and the retries left."""
+        counter = self._counter
+        requests, retries = counter.usage(self._clock())
+        budget = counter.budget
+        allowed = budget.min_retries + budget.ratio * requests
+        return {
+            "window": counter.window,
+            "requests": requests,
+            "retries": retries,
+            "retries_left": max(0, math.ceil(allowed - retries)),
+            "scope": "fleet" if getattr(counter, "fleet", None) is not None else "process",
+        }

@@ -1,0 +1,1 @@
+"""The operators' dashboard internals: the attempt log, the JSON snapshot, the page."""

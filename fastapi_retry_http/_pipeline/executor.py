@@ -1,0 +1,136 @@
+"""
+The attempt executor: the one place every attempt of every call is sent, hedges included.
+
+It asks the strategies (`admit`, in order; a waiting one is awaited through `Waiting`), sends
+through the `Sender` (interceptors, deadline, attempt timeout, backend), classifies the
+outcome, tells every strategy that admitted the attempt (`record`, exactly once), and emits
+exactly one `AttemptEvent` per attempt once its fate is known: `final` for the attempt that
+ends the call, `superseded` for one hedging will not return, `refused` for a call refused
+before its first attempt. Retries (`engine`, `decisions`) and hedging (`hedging`) decide
+*when* to call it; they never send or tell anything themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from ..exceptions import CircuitOpenError, DeadlineExceeded
+from .admission import Waiting
+from .attempts import Call, Outcome
+from .decisions import event, final_kind, refused
+from .events import Instruments
+from .logs import log_gave_up, log_retry
+from .send import INJECTED_EXTENSION, Sender, discard
+from .strategy import Gate, Refusal
+
+__all__ = ["Executor"]
+
+
+class Executor:
+    """Sends the attempts of one client's calls through its strategies and its sender."""
+
+    __slots__ = ("_instruments", "_scoped", "gates", "sender")
+
+    def __init__(self, sender: Sender, gates: Sequence[Gate], instruments: Instruments) -> None:
+        self.sender = sender
+        #: The per-attempt strategies, in pipeline order.
+        self.gates = tuple(gates)
+        self._instruments = instruments
+        self._scoped = instruments.scoped  # instruments told before each attempt (tracing)
+
+    async def attempt(self, call: Call, lost: Callable[[], bool] | None = None) -> Outcome:
+        """One attempt through the send, classify and record stages."""
+        call.attempt += 1
+        number = call.attempt
+        started = time.perf_counter() if self._instruments else 0.0
+        request, policy = call.request, call.policy
+        scopes = self._instruments.start(request, number, call.client) if self._scoped else None
+        try:
+            response = await self.sender.send(call)
+        except Exception as error:
+            outcome = Outcome(error=error, retryable=call.retries and policy.retries_error(request, error))
+            if isinstance(error, DeadlineExceeded):
+                # The deadline ended the call inside an attempt: a give-up, logged as the others are.
+                log_gave_up(call.client, request, number, policy.attempts, outcome.reason, "deadline")
+        except asyncio.CancelledError as gone:
+            # Never retried, never wrapped; the gates and the instruments hear of it.
+            if scopes is not None:
+                scopes.end(None, gone)
+            cancelled = Outcome(cancelled=True, attempt=number)
+            for gate in self.gates:
+                gate.record(call, cancelled)
+            if self._instruments:
+                cancelled.duration = time.perf_counter() - started
+                kind = "hedge_lost" if lost is not None and lost() else "cancelled"
+                self._instruments.emit(event(call, cancelled, kind))
+            raise
+        else:
+            retryable = call.retries and policy.retries_status(request, response.status_code)
+            outcome = Outcome(response=response, retryable=retryable)
+        outcome.attempt = number
+        if self.sender.interceptors:  # chaos: the attempts it acted on are marked on the request
+            outcome.injected = number in request.extensions.get(INJECTED_EXTENSION, ())
+        if self._instruments:
+            outcome.duration = time.perf_counter() - started
+            if scopes is not None:
+                scopes.end(outcome.response, outcome.error)
+        for gate in self.gates:
+            gate.record(call, outcome)
+        return outcome
+
+    def admit(self, call: Call, start: int = 0) -> Refusal | Waiting | None:
+        """
+        Ask every strategy, in order, whether another attempt of `call` may go. The answer is
+        at once unless a strategy waits (a rate limit, a concurrency limit): then a `Waiting`.
+        A refusal is told to the strategies that had admitted the attempt.
+        """
+        gates = self.gates
+        for index in range(start, len(gates)):
+            answer = gates[index].admit(call)
+            if answer is None:
+                continue
+            if isinstance(answer, Refusal):
+                if answer.error is None and call.attempt == 0:
+                    continue  # a refusal with nothing to raise lets a first attempt go
+                self._release(call, index, Outcome(refusal=answer, attempt=call.attempt + 1))
+                return answer
+            return Waiting(self.admit, self._release, call, index, answer)
+        return None
+
+    def _release(self, call: Call, index: int, outcome: Outcome) -> None:
+        """Tell the strategies before `index`, which admitted the attempt, that it was never sent."""
+        for gate in self.gates[:index]:
+            gate.record(call, outcome)
+
+    def superseded(self, call: Call) -> Callable[[Outcome, str], Awaitable[None]]:
+        """What hedging does with an attempt's outcome it will not return: release, log, tell."""
+
+        async def superseded(outcome: Outcome, kind: str) -> None:
+            if outcome.response is not None:
+                await discard(outcome.response)
+            if kind == "retry":
+                log_retry(call.client, call.request, outcome.attempt, call.policy.attempts, outcome.reason, 0.0)
+            if self._instruments:
+                self._instruments.emit(event(call, outcome, kind, wait=0.0 if kind == "retry" else None))
+
+        return superseded
+
+    def final(self, call: Call, outcome: Outcome, stopped: str | None = None) -> None:
+        """The event of the attempt that ends `call`, and why it ended there."""
+        if not self._instruments:
+            return
+        if stopped is not None:
+            self._instruments.emit(event(call, outcome, "returned", reason=stopped))  # type: ignore[arg-type]
+        elif isinstance(outcome.error, DeadlineExceeded):
+            self._instruments.emit(event(call, outcome, "returned", reason="deadline"))
+        elif isinstance(outcome.error, CircuitOpenError):
+            self._instruments.emit(event(call, outcome, "returned", reason="breaker"))
+        else:
+            self._instruments.emit(event(call, outcome, final_kind(call, outcome)))
+
+    def refused(self, call: Call, refusal: Refusal, error: Exception) -> None:
+        """The one event of a call refused before its first attempt."""
+        if self._instruments:
+            self._instruments.emit(refused(call, error, refusal.reason))
