@@ -21,8 +21,12 @@ from ._pipeline.transport import RetryTransport
 from ._stores.memory import MemoryStore
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
+from ._strategies.concurrency import ConcurrencyLimit
+from ._strategies.overload import OverloadStatus
+from ._strategies.throttle import AdaptiveThrottle
 
 __all__ = [
+    "AdaptiveThrottle",
     "AttemptEvent",
     "CircuitBreaker",
     "CircuitEvent",
@@ -30,8 +34,10 @@ __all__ = [
     "Client",
     "ClientRegistry",
     "ClientSettings",
+    "ConcurrencyLimit",
     "HttpClientsSettings",
     "MemoryStore",
+    "OverloadStatus",
     "PoolLimits",
     "RetryBudget",
     "RetryPolicy",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Protocol, Self, Unpack
+from typing import Any, Self, Unpack
 
 import httpx
 
@@ -28,9 +28,12 @@ from ._safety.urls import check_path
 from ._stores.memory import StateStore
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
+from ._strategies.overload import AdaptiveThrottle, ConcurrencyLimit, OverloadStatus, overload_status
 from ._types import (
     USE_CLIENT_DEFAULT,
     BodyOptions,
+    ClientConfig,
+    EventHooks,
     QueryParams,
     RequestContent,
     RequestData,
@@ -47,16 +50,6 @@ logger = logging.getLogger("fastapi_retry_http")
 #: Whether clients that need nothing of `httpx.AsyncClient.send` skip it (see `_lean.py`).
 #: Read once per client, at construction; tests turn it off to run the same cases on both paths.
 LEAN_PATH = True
-
-
-class ClientConfig(Protocol):
-    """What `Client.from_settings` needs of a settings object (`ClientSettings` is one)."""
-
-    def client_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of `Client` the settings stand for."""
-
-
-EventHooks = Mapping[str, list[Callable[..., Any]]]
 
 
 class Client(HttpMethods):
@@ -105,8 +98,9 @@ class Client(HttpMethods):
             outage upstream does not triple the load on it; `None` for no cap.
         circuit_breaker: Stop sending to an upstream that fails most attempts, for a while
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); off by default.
-        store: Where the retry budget and the breaker keep their counts; the client's own by
-            default.
+        store: Where the budget, the breaker and the throttle keep their counts (the client's own by default).
+        throttle: Refuse attempts while the upstream sheds load: an `AdaptiveThrottle`.
+        concurrency: Cap and adapt the attempts in flight: a `ConcurrencyLimit`.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
     """
@@ -133,6 +127,8 @@ class Client(HttpMethods):
         circuit_breaker: CircuitBreaker | None = None,
         store: StateStore | None = None,
         instrumentation: Iterable[Instrument] = (),
+        throttle: AdaptiveThrottle | None = None,
+        concurrency: ConcurrencyLimit | None = None,
     ) -> None:
         self.retry = retry if retry is not None else RetryPolicy()
         base = httpx.URL(base_url)
@@ -155,6 +151,8 @@ class Client(HttpMethods):
             store=store,
             circuit_breaker=circuit_breaker,
             instrumentation=instrumentation,
+            throttle=throttle,
+            concurrency=concurrency,
         )
         # Only the codings the transport decodes with bounded memory (see _safety/size_cap.py).
         headers = {"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})}
@@ -200,6 +198,11 @@ class Client(HttpMethods):
         """The circuit breaker's state now (for health checks), or `None` without a breaker."""
         breaker = self._transport.breaker
         return None if breaker is None else breaker.status()
+
+    @property
+    def overload(self) -> OverloadStatus:
+        """The throttle's probability, the concurrency limit and the attempts in flight, now."""
+        return overload_status(self._transport.strategies.by_option)
 
     @property
     def base_url(self) -> httpx.URL:

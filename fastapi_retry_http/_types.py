@@ -7,8 +7,8 @@ value is passed to httpx unchanged.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
-from typing import IO, Any, Final, TypedDict
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping, Sequence
+from typing import IO, Any, Final, Protocol, TypedDict
 
 import httpx
 
@@ -17,6 +17,8 @@ from ._pipeline.policy import RetryPolicy
 __all__ = [
     "USE_CLIENT_DEFAULT",
     "BodyOptions",
+    "ClientConfig",
+    "EventHooks",
     "Options",
     "QueryParams",
     "RequestContent",
@@ -75,3 +77,13 @@ class BodyOptions(Options, total=False):
     json: Any
     data: RequestData | None
     files: RequestFiles | None
+
+
+class ClientConfig(Protocol):
+    """What `Client.from_settings` needs of a settings object (`ClientSettings` is one)."""
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `Client` the settings stand for."""
+
+
+EventHooks = Mapping[str, list[Callable[..., Any]]]

@@ -11,6 +11,7 @@ import fastapi_retry_http
 from fastapi_retry_http import exceptions, otel, prometheus, testing
 
 PUBLIC = {
+    "AdaptiveThrottle",
     "AttemptEvent",
     "CircuitBreaker",
     "CircuitStatus",
@@ -18,8 +19,10 @@ PUBLIC = {
     "Client",
     "ClientRegistry",
     "ClientSettings",
+    "ConcurrencyLimit",
     "HttpClientsSettings",
     "MemoryStore",
+    "OverloadStatus",
     "PoolLimits",
     "RetryBudget",
     "RetryPolicy",

@@ -24,6 +24,8 @@ from .._safety.headers import header_problem
 from .._safety.urls import base_url_problem
 from .._strategies.breaker import CircuitBreaker
 from .._strategies.budget import RetryBudget
+from .._strategies.concurrency import ConcurrencyLimit
+from .._strategies.throttle import AdaptiveThrottle
 
 __all__ = ["ClientSettings", "PoolLimits"]
 
@@ -142,6 +144,10 @@ class ClientSettings(BaseModel):
             ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `null` for no cap.
         circuit_breaker: Stop sending while the upstream fails
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); unset for none.
+        throttle: Refuse attempts locally while the upstream sheds load
+            ([`AdaptiveThrottle`][fastapi_retry_http.AdaptiveThrottle]); unset for none.
+        concurrency: Cap (and adapt) the attempts in flight
+            ([`ConcurrencyLimit`][fastapi_retry_http.ConcurrencyLimit]); unset for none.
     """
 
     model_config = _FORBID
@@ -159,6 +165,8 @@ class ClientSettings(BaseModel):
     backend: Literal["aiohttp", "httpx"] | None = None
     retry_budget: RetryBudget | None = DEFAULT_BUDGET
     circuit_breaker: CircuitBreaker | None = None
+    throttle: AdaptiveThrottle | None = None
+    concurrency: ConcurrencyLimit | None = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `Client` these settings stand for."""
@@ -176,4 +184,6 @@ class ClientSettings(BaseModel):
             "backend": self.backend,
             "retry_budget": self.retry_budget,
             "circuit_breaker": self.circuit_breaker,
+            "throttle": self.throttle,
+            "concurrency": self.concurrency,
         }

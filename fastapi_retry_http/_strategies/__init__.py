@@ -28,6 +28,8 @@ from .._pipeline.strategy import CallStrategy, Interceptor, Strategy
 from .._stores.memory import StateStore
 from .breaker import BreakerGate, CircuitBreaker
 from .budget import DEFAULT_BUDGET, BudgetGate, RetryBudget
+from .concurrency import ConcurrencyGate, ConcurrencyLimit
+from .throttle import AdaptiveThrottle, ThrottleGate
 
 __all__ = ["OPTIONS", "Context", "Option", "Strategies", "StrategyOptions", "build"]
 
@@ -37,6 +39,8 @@ class StrategyOptions(TypedDict, total=False):
 
     retry_budget: RetryBudget | None
     circuit_breaker: CircuitBreaker | None
+    throttle: AdaptiveThrottle | None
+    concurrency: ConcurrencyLimit | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +86,22 @@ def _budget(config: RetryBudget, context: Context) -> BudgetGate:
     return BudgetGate(context.store.budget_counter(context.name, config), context.clock)
 
 
+def _throttle(config: AdaptiveThrottle, context: Context) -> ThrottleGate:
+    return ThrottleGate(
+        context.store.throttle_counter(context.name, config), context.name, context.clock, context.random
+    )
+
+
+def _concurrency(config: ConcurrencyLimit, context: Context) -> ConcurrencyGate:
+    return ConcurrencyGate(config, context.name, context.clock, context.sleep)
+
+
 #: Every option, in pipeline order. `"gates"` marks where the caller's own gates stand.
 OPTIONS: dict[str, Option] = {
     "circuit_breaker": Option(None, "attempt", _breaker),
     "retry_budget": Option(DEFAULT_BUDGET, "attempt", _budget),
+    "throttle": Option(None, "attempt", _throttle),
+    "concurrency": Option(None, "attempt", _concurrency),
 }
 
 #: The caller's gates (`RetryTransport(gates=...)`) stand before this option, or last.
