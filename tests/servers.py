@@ -45,6 +45,7 @@ class Upstream:
 
     def __init__(self) -> None:
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
+        self._cycles: dict[str, list[int]] = {}
         self.hits: Counter[str] = Counter()
         self.seen: dict[str, list[tuple[dict[str, str], bytes]]] = defaultdict(list)
         self.client_ports: set[int] = set()
@@ -59,8 +60,13 @@ class Upstream:
     def script(self, path: str, *replies: int | Reply) -> None:
         self._scripts[path].extend(r if isinstance(r, Reply) else Reply(status=r) for r in replies)
 
+    def cycle(self, path: str, *statuses: int) -> None:
+        """Answer `path` with `statuses` in turn, over and over (after its script), until reset."""
+        self._cycles[path] = list(statuses)
+
     def reset(self) -> None:
         self._scripts.clear()
+        self._cycles.clear()
         self.hits.clear()
         self.seen.clear()
         self.client_ports.clear()
@@ -78,7 +84,8 @@ class Upstream:
         self.client_ports.add(scope["client"][1])
         self.seen[path].append((dict(request.headers), body))
         script = self._scripts[path]
-        reply = script.popleft() if script else Reply()
+        cycle = self._cycles.get(path)
+        reply = script.popleft() if script else Reply(cycle[(self.hits[path] - 1) % len(cycle)]) if cycle else Reply()
         if path.startswith("/echo"):
             reply = Reply(body=body or request.url.query.encode())
         await Response(reply.body, reply.status, reply.headers)(scope, receive, send)
