@@ -29,6 +29,7 @@ from fastapi_retry_http import (
     RetryTransport,
     clients_lifespan,
 )
+from fastapi_retry_http._backends import default_transport
 from fastapi_retry_http._pipeline.attempts import Outcome
 from fastapi_retry_http._strategies.concurrency import ConcurrencyGate
 from fastapi_retry_http._strategies.overload import overload_status
@@ -75,7 +76,7 @@ class Draws:
 async def pipeline(url: str, **options: Any) -> AsyncIterator[tuple[httpx.AsyncClient, RetryTransport]]:
     """An httpx client over a `RetryTransport` with injected clock, draws and waits."""
     options.setdefault("name", "billing")
-    transport = RetryTransport(httpx.AsyncHTTPTransport(), options.pop("policy", ONCE), **options)
+    transport = RetryTransport(default_transport(), options.pop("policy", ONCE), **options)
     async with httpx.AsyncClient(base_url=url, transport=transport) as client:
         yield client, transport
 
@@ -169,39 +170,42 @@ class TestThrottle:
         assert upstream.hits["/busy"] == 7
         assert (recorder.events[-1].outcome, recorder.events[-1].reason) == ("returned", "throttle")
 
-    async def test_probes_keep_going_through_a_full_outage_and_it_recovers_within_the_window(
-        self, upstream: Upstream
-    ) -> None:
+    async def test_probes_keep_going_through_a_full_outage_and_it_recovers_within_the_window(self) -> None:
         # 20 attempts a virtual second; 10 s of outage (all 503), then the upstream is back.
-        clock, throttle = Clock(), AdaptiveThrottle(window=10)
-        async with pipeline(upstream.url, throttle=throttle, clock=clock, random=random.Random(7).random) as (
-            client,
-            transport,
+        clock, throttle, answer = Clock(), AdaptiveThrottle(window=10), Answer(503)
+        async with (
+            RawServer(answer.serve) as server,
+            pipeline(server.url, throttle=throttle, clock=clock, random=random.Random(7).random) as (client, transport),
         ):
-            upstream.cycle("/down", 503)
-            outcome = await offered(client, clock, "/down", seconds=10, rate=20)
+            outage = await offered(client, clock, seconds=10, rate=20)
             assert gate(transport).probability() == pytest.approx(0.8)
             # The last 5 s of the outage: the cap lets about a fifth through, never none.
-            assert 0.1 <= outcome.sent_share_late <= 0.35
-            sent = upstream.hits["/down"]
-            recovery = await offered(client, clock, "/up", seconds=20, rate=20)
-        assert sent >= 40  # 200 offered, at least a fifth sent once the cap was reached
+            assert 0.1 <= outage.sent_share_late <= 0.35
+            assert server.requests >= 40
+            answer.status = 200
+            recovery = await offered(client, clock, seconds=20, rate=20)
         # Back to no refusal within 1.6 windows (1.3 typically: the docs' figures), and it stays there.
         assert recovery.last_refusal_at is not None
         assert recovery.last_refusal_at <= 16.0
         assert gate(transport).probability() == 0.0
 
-    async def test_after_an_overload_the_probability_falls_within_one_window(self, upstream: Upstream) -> None:
+    async def test_after_an_overload_the_probability_falls_within_one_window(self) -> None:
         clock = Clock()
-        async with pipeline(
-            upstream.url, throttle=AdaptiveThrottle(window=10), clock=clock, random=random.Random(3).random
-        ) as (client, transport):
-            # Offered 30 calls a second, the upstream takes 10 a second and rejects the rest.
-            during = await offered(client, clock, "/busy", seconds=10, rate=30, capacity=(upstream, 10))
+        answer = Answer(200, capacity=10, clock=clock)
+        async with (
+            RawServer(answer.serve) as server,
+            pipeline(server.url, throttle=AdaptiveThrottle(window=10), clock=clock, random=random.Random(3).random) as (
+                client,
+                transport,
+            ),
+        ):
+            # Offered 30 calls a virtual second, the upstream takes 10 a second and rejects the rest.
+            during = await offered(client, clock, seconds=10, rate=30)
             assert 0.2 <= gate(transport).probability() <= 0.45  # about 1/3
             # The upstream saw about twice what it accepted (k=2), not three times.
             assert 0.55 <= during.sent_share_late <= 0.8
-            recovery = await offered(client, clock, "/fine", seconds=10, rate=20)
+            answer.capacity = None
+            recovery = await offered(client, clock, seconds=10, rate=20)
         assert recovery.last_refusal_at is not None
         assert recovery.last_refusal_at < 5.0
         assert gate(transport).probability() == 0.0
@@ -234,37 +238,37 @@ class Offered:
         return self.sent_late / self.offered_late
 
 
-async def offered(
-    client: httpx.AsyncClient,
-    clock: Clock,
-    path: str,
-    *,
-    seconds: int,
-    rate: int,
-    capacity: tuple[Upstream, int] | None = None,
-) -> Offered:
-    """
-    Offer `rate` calls a virtual second for `seconds`, one after the other; with `capacity`,
-    the upstream answers 200 to so many calls a virtual second and 503 to the rest.
-    """
+class Answer:
+    """A loopback upstream's answer: `status`, or with `capacity`, 200 to so many a virtual second."""
+
+    def __init__(self, status: int, capacity: int | None = None, clock: Clock | None = None) -> None:
+        self.status = status
+        self.capacity = capacity
+        self._clock = clock
+        self._taken: dict[int, int] = {}
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        status = self.status
+        if self.capacity is not None and self._clock is not None:
+            second = int(self._clock())
+            taken = self._taken.get(second, 0)
+            status = 200 if taken < self.capacity else 503
+            self._taken[second] = taken + 1
+        writer.write(response_bytes(status))
+        await writer.drain()
+
+
+async def offered(client: httpx.AsyncClient, clock: Clock, *, seconds: int, rate: int) -> Offered:
+    """Offer `rate` calls a virtual second for `seconds`, one after the other."""
     result = Offered()
-    taken: dict[int, int] = {}
     for n in range(seconds * rate):
         clock.now += 1 / rate
         elapsed = (n + 1) / rate
-        if capacity is not None:
-            upstream, per_second = capacity
-            second = n // rate
-            full = taken.get(second, 0) >= per_second
-            upstream.cycle(path, 503 if full else 200)
-            taken[second] = taken.get(second, 0) + (not full)  # refused calls give theirs back below
         try:
-            await client.get(path)
+            await client.get("/x")
             sent = 1
         except ThrottledError:
             result.last_refusal_at, sent = elapsed, 0
-            if capacity is not None and not full:
-                taken[second] -= 1
         if elapsed > seconds / 2:
             result.offered_late += 1
             result.sent_late += sent
