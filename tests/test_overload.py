@@ -405,6 +405,42 @@ def call(attempt: int = 0) -> Any:
     return made
 
 
+class TestConcurrencyGate:
+    async def test_a_retry_takes_its_slot_after_its_backoff(self, upstream: Upstream, waits: list[float]) -> None:
+        upstream.script("/flaky", 503)
+        policy = RetryPolicy(attempts=2)
+        async with pipeline(upstream.url, policy=policy, concurrency=ConcurrencyLimit(limit=1)) as (client, transport):
+            assert (await client.get("/flaky")).status_code == 200
+            concurrency: ConcurrencyGate = transport.strategies.by_option["concurrency"]
+            assert (concurrency.in_flight, concurrency.status()["waiting"]) == (0, 0)
+        assert upstream.hits["/flaky"] == 2
+        assert len(waits) == 1  # the backoff, not a wait for a slot
+
+    async def test_a_call_past_its_deadline_does_not_wait(self) -> None:
+        clock = Clock()
+        gate = ConcurrencyGate(ConcurrencyLimit(limit=1), "billing", clock, never)
+        holder, late = call(), call()
+        late.deadline_at = clock.now - 1
+        assert gate.admit(holder) is None
+        waiting = gate.admit(late)
+        assert asyncio.iscoroutine(waiting)
+        refusal = await waiting
+        assert refusal is not None
+        assert refusal.reason == "concurrency"
+        assert gate.status()["waiting"] == 0
+
+    async def test_a_retry_abandoned_before_its_wait_gives_nothing_back_twice(self) -> None:
+        gate = ConcurrencyGate(ConcurrencyLimit(limit=1), "billing", Clock(), never)
+        retry = call(attempt=1)
+        waiting = gate.admit(retry)
+        assert asyncio.iscoroutine(waiting)
+        waiting.close()  # the call went away during its backoff
+        gate.record(retry, Outcome(cancelled=True))
+        gate.record(retry, Outcome(cancelled=True))  # nothing held: nothing to give back
+        assert gate.in_flight == 0
+        assert gate.admit(call()) is None
+
+
 class TestAimd:
     def test_grows_by_one_slot_per_limit_of_successes_while_nearly_used(self) -> None:
         gate = ConcurrencyGate(ConcurrencyLimit(limit=4, max_limit=5), "billing", Clock(), never)

@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as redis_asyncio
 
 from fastapi_retry_http import AdaptiveThrottle, Client, RetryPolicy
-from fastapi_retry_http._stores.fleet_throttle import REDIS_BUCKETS, FleetThrottleCounter
+from fastapi_retry_http._stores.fleet_throttle import REDIS_BUCKETS, FleetThrottleCounter, _valid
 from fastapi_retry_http.exceptions import ThrottledError
 from fastapi_retry_http.redis import RedisStore
 from tests.redis_server import RedisServer, free_port, redis_server_path
@@ -155,3 +155,30 @@ async def test_with_redis_down_the_throttle_works_on_local_counts(
         assert c.overload.throttle_probability == pytest.approx(0.8)
         assert not await store.flush()
         assert counter(c).pending_requests == 10  # kept for when Redis is back
+
+
+@pytest.mark.parametrize("reply", [None, [1], [1, "2"], [True, 0], [5, -1], [-3, -5], [10**13, 0]])
+def test_replies_that_make_no_sense_are_refused(reply: object) -> None:
+    assert _valid(reply) is None
+
+
+def test_a_sane_reply_is_taken() -> None:
+    assert _valid([10, 4]) == (10, 4)
+
+
+async def test_a_failed_flush_keeps_the_counts_for_the_next(
+    stores: tuple[RedisStore, RedisStore], overloaded: RawServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, _ = stores
+
+    async def broken(**kwargs: object) -> object:
+        raise ConnectionError("gone")
+
+    async with Client(overloaded.url, name="billing", retry=ONCE, throttle=THROTTLE, store=a) as one:
+        monkeypatch.setattr(a, "_throttle_script", broken)
+        await one.get("/x")
+        assert not await a.flush()
+        assert (counter(one).pending_requests, counter(one).pending_accepts) == (1, 0)
+        monkeypatch.undo()
+        assert await a.flush()
+        assert counter(one).fleet == (1, 0)
