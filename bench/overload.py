@@ -99,19 +99,22 @@ def summary(raw: dict[str, Any]) -> dict[str, float]:
     )
     received = sum(counts[0] for b, counts in raw["upstream"].items() if begin * 10 <= b < end * 10)
 
-    def refused_share(lo: float, hi: float) -> float:
+    def refused_share(lo: float, hi: float) -> tuple[float, float]:
         def total(key: str) -> int:
             return sum(n for caller in raw["callers"] for b, n in caller[key].items() if lo * 10 <= b < hi * 10)
 
         refused = total("refused")
-        return 100 * refused / max(1, total("sent") + refused)
+        return 100 * refused / max(1, total("sent") + refused), 100 * total("limited") / max(1, refused)
 
     window = plan["window"]
+    first, _ = refused_share(end, end + window)
+    second, by_limit = refused_share(end + window, end + 2 * window)
     return {
         "goodput_pct": 100 * good / seconds / capacity,
         "upstream_x": received / seconds / capacity,
-        "refused_first_window_pct": refused_share(end, end + window),
-        "refused_second_window_pct": refused_share(end + window, end + 2 * window),
+        "refused_first_window_pct": first,
+        "refused_second_window_pct": second,
+        "second_window_by_limit_pct": by_limit,
     }
 
 

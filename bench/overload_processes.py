@@ -67,9 +67,13 @@ class Attempts:
     def __init__(self) -> None:
         self.sent: dict[int, int] = defaultdict(int)
         self.refused: dict[int, int] = defaultdict(int)
+        #: Of those, the ones the concurrency limit refused.
+        self.limited: dict[int, int] = defaultdict(int)
 
     def on_attempt(self, event: Any) -> None:
         now = int(time.time() * 10)
+        if event.reason == "concurrency":
+            self.limited[now] += 1
         if event.outcome == "refused":
             self.refused[now] += 1
             return
@@ -114,11 +118,10 @@ async def _caller(
     if redis_url is not None:
         from fastapi_retry_http.redis import RedisStore
 
-        store = RedisStore(redis_url, prefix=prefix)
+        store = RedisStore(redis_url, prefix=prefix, timeout=0.25)  # a shared, busy machine
     attempts = Attempts()
     calls: list[tuple[float, float, str]] = []
     policy = RetryPolicy(attempts=3, deadline=offsets["deadline"])
-    extra = options(row, offsets["window"])
 
     async def one(client: Client) -> None:
         started = time.time()
@@ -160,4 +163,9 @@ async def _caller(
                 n += 1
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*tasks), plan["deadline"] + 2)
-    return {"calls": calls, "sent": dict(attempts.sent), "refused": dict(attempts.refused)}
+    return {
+        "calls": calls,
+        "sent": dict(attempts.sent),
+        "refused": dict(attempts.refused),
+        "limited": dict(attempts.limited),
+    }

@@ -31,6 +31,7 @@ from fastapi_retry_http import (
 )
 from fastapi_retry_http._backends import default_transport
 from fastapi_retry_http._pipeline.attempts import Outcome
+from fastapi_retry_http._pipeline.strategy import Refusal
 from fastapi_retry_http._strategies.concurrency import ConcurrencyGate
 from fastapi_retry_http._strategies.overload import overload_status
 from fastapi_retry_http._strategies.throttle import ThrottleGate, is_accepted, rejection
@@ -439,6 +440,36 @@ class TestConcurrencyGate:
         gate.record(retry, Outcome(cancelled=True))  # nothing held: nothing to give back
         assert gate.in_flight == 0
         assert gate.admit(call()) is None
+
+
+class TestReleasedOnEveryPath:
+    async def test_a_retry_refused_after_its_wait_gives_its_slot_back(self, upstream: Upstream) -> None:
+        """A gate that changes its mind during the backoff (as the breaker does): slots go back."""
+
+        class ChangesItsMind:
+            def __init__(self) -> None:
+                self.recorded: list[Outcome] = []
+
+            def admit(self, call: Any) -> None:
+                return None
+
+            def ready(self, call: Any) -> Refusal:
+                return Refusal("breaker", httpx.ConnectError("opened meanwhile"))
+
+            def record(self, call: Any, outcome: Outcome) -> None:
+                self.recorded.append(outcome)
+
+        upstream.script("/flaky", 503)
+        mind = ChangesItsMind()
+        options: dict[str, Any] = {"throttle": AdaptiveThrottle(), "concurrency": ConcurrencyLimit(limit=1)}
+        options["random"] = lambda: 0.99  # the throttle lets the retry go
+        async with pipeline(upstream.url, policy=RetryPolicy(attempts=2), gates=[mind], **options) as (client, t):
+            with pytest.raises(httpx.ConnectError):
+                await client.get("/flaky")
+            assert gate(t).in_flight == 0
+            assert t.strategies.by_option["concurrency"].in_flight == 0
+        assert upstream.hits["/flaky"] == 1
+        assert [o.refusal is not None for o in mind.recorded] == [False, True]
 
 
 class TestAimd:

@@ -167,6 +167,8 @@ class ConcurrencyGate:
         try:
             await asyncio.wait((waiter, timer), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if timer.done() and not timer.cancelled():
+                timer.exception()  # the client closed during the wait: the refusal says enough
             timer.cancel()
         if waiter.done():
             return None  # granted: the slot is the call's already
