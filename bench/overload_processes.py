@@ -152,6 +152,7 @@ async def _caller(
         for key in ("start", "overload_end", "end"):
             plan[key] = start.value + offsets[key]
         tasks: set[asyncio.Task[None]] = set()
+        limits: list[int | None] = []
         for phase_end, rate in ((plan["overload_end"], plan["rate_over"]), (plan["end"], plan["rate_after"])):
             begin = max(time.time(), plan["start"])
             n = 0
@@ -161,6 +162,7 @@ async def _caller(
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 n += 1
+            limits.append(client.overload.limit)  # at the end of each phase
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*tasks), plan["deadline"] + 2)
     return {
@@ -168,4 +170,5 @@ async def _caller(
         "sent": dict(attempts.sent),
         "refused": dict(attempts.refused),
         "limited": dict(attempts.limited),
+        "limits": limits,
     }

@@ -478,9 +478,9 @@ class TestAimd:
         calls = [call() for _ in range(4)]
         for made in calls:
             assert gate.admit(made) is None
-        for made in calls:  # 4 in flight of 4: nearly used; then 3 of 4.25 is not (< 3/4)
+        for made in calls:  # 4 then 3 in flight of 4 are "nearly used" (>= 3/4 of it); 2 and 1 are not
             gate.record(made, Outcome(response=httpx.Response(200)))
-        assert gate.limit == pytest.approx(4.25)
+        assert gate.limit == pytest.approx(4.25 + 1 / 4.25)
         for _ in range(40):
             batch = [call() for _ in range(gate.current)]
             for made in batch:
@@ -488,6 +488,14 @@ class TestAimd:
             for made in batch:
                 gate.record(made, Outcome(response=httpx.Response(200)))
         assert gate.current == 5  # max_limit
+
+    def test_a_small_fractional_limit_fully_used_still_grows(self) -> None:
+        gate = ConcurrencyGate(ConcurrencyLimit(limit=2), "billing", Clock(), never)
+        gate.limit = 1.9  # after a few decreases: one attempt at a time
+        made = call()
+        assert gate.admit(made) is None
+        gate.record(made, Outcome(response=httpx.Response(200)))
+        assert gate.current == 2
 
     def test_never_below_min_limit_and_fixed_when_not_adaptive(self) -> None:
         gate = ConcurrencyGate(ConcurrencyLimit(limit=3, min_limit=2), "billing", Clock(), never)

@@ -67,7 +67,7 @@ class ConcurrencyModel(RuleBasedStateMachine):
         if kind in ("drop", "timeout") and epoch == self.epoch:
             self.limit = max(CONFIG.min_limit, self.limit * BACKOFF)
             self.epoch += 1
-        elif kind == "success" and in_use >= NEARLY_USED * self.limit:
+        elif kind == "success" and in_use >= NEARLY_USED * math.floor(self.limit):
             self.limit = min(CONFIG.max_limit, self.limit + 1 / self.limit)
 
     @invariant()

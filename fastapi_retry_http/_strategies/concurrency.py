@@ -216,7 +216,8 @@ class ConcurrencyGate:
             if epoch == self._epoch:  # once per round: attempts sent before it do not count
                 self.limit = max(float(config.min_limit), self.limit * BACKOFF)
                 self._epoch += 1
-        elif drop is False and in_use >= NEARLY_USED * self.limit:
+        elif drop is False and in_use >= NEARLY_USED * self.current:
+            # Against the whole limit in force: with a fractional 1.9, one in flight is all of it.
             self.limit = min(float(config.max_limit), self.limit + 1 / self.limit)
 
     def _take(self, held: _Held) -> None:
