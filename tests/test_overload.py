@@ -472,6 +472,31 @@ class TestReleasedOnEveryPath:
         assert [o.refusal is not None for o in mind.recorded] == [False, True]
 
 
+class TestHedges:
+    async def test_a_hedge_takes_a_slot_of_its_own_or_is_not_sent(self, waits: list[float]) -> None:
+        slow = asyncio.Event()
+
+        async def first_slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            if n == 1:
+                await slow.wait()
+            writer.write(response_bytes())
+            await writer.drain()
+
+        policy = RetryPolicy(attempts=2, hedge_after=0.02)
+        limit = ConcurrencyLimit(limit=1, max_wait=0.5)
+        async with RawServer(first_slow) as server, pipeline(server.url, policy=policy, concurrency=limit) as (c, t):
+            call = asyncio.create_task(c.get("/x"))
+            await arrived(server, 1)
+            async with asyncio.timeout(5):
+                while not waits:  # noqa: ASYNC110 - the hedge's wait for a slot is recorded here
+                    await asyncio.sleep(0.005)
+            slow.set()
+            assert (await call).status_code == 200
+            assert t.strategies.by_option["concurrency"].in_flight == 0
+        assert server.requests == 1  # the hedge found no slot within max_wait: never sent
+        assert waits == [0.5]
+
+
 class TestAimd:
     def test_grows_by_one_slot_per_limit_of_successes_while_nearly_used(self) -> None:
         gate = ConcurrencyGate(ConcurrencyLimit(limit=4, max_limit=5), "billing", Clock(), never)
