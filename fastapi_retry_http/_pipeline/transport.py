@@ -80,10 +80,13 @@ class RetryTransport(httpx.AsyncBaseTransport):
         budget: Caps retries at a share of recent requests
             ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `None` for no cap.
         store: Where the budget and the breaker keep their counts; this transport's own by default.
-        circuit_breaker: Stop sending while the upstream fails most attempts
-            ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); `None` (the default) for none.
         gates: More gates, asked after the budget before every attempt.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt.
+        **options: The resilience options, by the names `Client` gives them:
+            `circuit_breaker` ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]),
+            `throttle` ([`AdaptiveThrottle`][fastapi_retry_http.AdaptiveThrottle]),
+            `concurrency` ([`ConcurrencyLimit`][fastapi_retry_http.ConcurrencyLimit]); each
+            off unless given.
     """
 
     def __init__(
