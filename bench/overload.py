@@ -15,7 +15,7 @@ Reported: goodput (200s within the deadline, per second, as % of C), requests re
 upstream per second / C, and the share of attempts refused in the first and the second
 throttle window after the overload ends. Median of `--repeats` runs.
 
-`uv run --group bench python -m bench.overload` (about 9 minutes; `--quick`: about 2).
+`uv run --group bench python -m bench.overload` (about 15 minutes; `--quick`: about 4).
 Needs redis-server. Writes bench/results/overload.json and docs/overload-chart.png.
 """
 
