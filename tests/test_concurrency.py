@@ -151,6 +151,20 @@ class TestConcurrencyGate:
         assert upstream.hits["/flaky"] == 2
         assert len(waits) == 1  # the backoff, not a wait for a slot
 
+    async def test_a_call_without_a_deadline_waits_for_the_slot(self) -> None:
+        gate = ConcurrencyGate(ConcurrencyLimit(limit=1, max_wait=5), "billing", Clock(), never)
+        holder, waiter = call(), call()
+        assert waiter.deadline_at is None
+        assert gate.admit(holder) is None
+        waiting = gate.admit(waiter)
+        assert asyncio.iscoroutine(waiting)
+        task = asyncio.ensure_future(waiting)
+        await asyncio.sleep(0)
+        assert gate.status()["waiting"] == 1
+        gate.record(holder, Outcome(response=httpx.Response(200)))
+        assert await task is None  # granted, in order
+        assert (gate.in_flight, gate.status()["waiting"]) == (1, 0)
+
     async def test_a_call_past_its_deadline_does_not_wait(self) -> None:
         clock = Clock()
         gate = ConcurrencyGate(ConcurrencyLimit(limit=1), "billing", clock, never)

@@ -19,6 +19,7 @@ from fastapi_retry_http import (
     ClientSettings,
     ConcurrencyLimit,
     HttpClientsSettings,
+    MemoryStore,
     OverloadStatus,
     RetryPolicy,
     clients_lifespan,
@@ -219,6 +220,19 @@ async def offered(client: httpx.AsyncClient, clock: Clock, *, seconds: int, rate
             result.offered_late += 1
             result.sent_late += sent
     return result
+
+
+async def test_clients_of_one_name_sharing_a_store_share_the_counts(upstream: Upstream) -> None:
+    store = MemoryStore()
+    upstream.script("/busy", *[503] * 4)
+    async with (
+        Client(upstream.url, name="billing", retry=ONCE, throttle=AdaptiveThrottle(), store=store) as one,
+        Client(upstream.url, name="billing", retry=ONCE, throttle=AdaptiveThrottle(), store=store) as two,
+    ):
+        for _ in range(4):
+            with suppress(ThrottledError):
+                await one.get("/busy")
+        assert two.overload.throttle_probability == one.overload.throttle_probability == pytest.approx(0.8)
 
 
 class TestConfiguration:
