@@ -23,6 +23,7 @@ Exception
         ├── DeadlineExceeded      (httpx.TimeoutException) the policy's overall deadline passed
         ├── AttemptTimeout        (httpx.ReadTimeout) one attempt took longer than attempt_timeout
         ├── CircuitOpenError      the client's circuit breaker is open: nothing was sent
+        ├── ThrottledError        the client's throttle or concurrency limit refused: nothing was sent
         ├── ResponseTooLargeError the response body is over max_response_bytes
         └── InjectedFault         (httpx.ConnectError) a fault injected by chaos: nothing was sent
 ```
@@ -41,6 +42,7 @@ __all__ = [
     "InjectedFault",
     "LifespanNotRunError",
     "ResponseTooLargeError",
+    "ThrottledError",
     "UnknownClientError",
     "UnsafePathError",
     "UnsafeRedirectError",
@@ -161,3 +163,25 @@ class InjectedFault(httpx.ConnectError):
         super().__init__(message, request=request)
         self.client = client
         self.retry_after = 0.0
+
+
+class ThrottledError(httpx.TransportError):
+    """
+    The client refused the call itself, to give an overloaded upstream room: nothing was sent.
+
+    Raised for a first attempt refused by the client's adaptive throttle (`reason` is
+    `"throttle"`) or its concurrency limit (`"concurrency"`: the limit stayed full for
+    `max_wait`). Never retried; a call already retrying returns its last outcome instead.
+
+    Attributes:
+        client: The client's name.
+        retry_after: Seconds after which another call may be let through (`0.0`: unknown;
+            a throttled call's chance is random, the next one may go at once).
+        reason: `"throttle"` or `"concurrency"`.
+    """
+
+    def __init__(self, message: str, *, client: str, retry_after: float = 0.0, reason: str) -> None:
+        super().__init__(message)
+        self.client = client
+        self.retry_after = retry_after
+        self.reason = reason

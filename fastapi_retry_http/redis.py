@@ -24,6 +24,8 @@ Cluster hash tag: one client's keys sit on one slot):
   rest of the break; expiry is the move to half-open); value: times opened in a row.
 - `fastapi_retry_http:{billing}:tripped`: present from opening until a probe succeeds.
 - `fastapi_retry_http:{billing}:probe`: the half-open probe lease (`SET NX PX`), by token.
+- `fastapi_retry_http:{billing}:throttle:<window ms>` hash `r<bucket>`/`a<bucket>`: the
+  adaptive throttle's requests and accepts per twentieth of the window (its own script).
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from typing import Any, Final, Self
 
 from ._stores.fleet import FleetBreakerState, FleetBudgetCounter
 from ._stores.fleet_sync import SCRIPT, adopt, breaker_args, bucket_ms
+from ._stores.fleet_throttle import THROTTLE_SCRIPT, FleetThrottleCounter, sync_throttle
 from ._strategies.breaker import CircuitBreaker
 from ._strategies.budget import RetryBudget
+from ._strategies.throttle import AdaptiveThrottle
 
 try:
     import redis.asyncio as _redis
@@ -86,6 +90,7 @@ class _Client:
         self.base = f"{prefix}:{{{name}}}"
         self.budget: FleetBudgetCounter | None = None
         self.breaker: FleetBreakerState | None = None
+        self.throttle: FleetThrottleCounter | None = None
 
 
 class RedisStore:
@@ -132,6 +137,7 @@ class RedisStore:
         self._clients: dict[str, _Client] = {}
         self._redis: Any = None
         self._script: Any = None
+        self._throttle_script: Any = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         #: Whether the last flush reached Redis.
@@ -157,6 +163,13 @@ class RedisStore:
             entry.breaker = FleetBreakerState(breaker)
         return entry.breaker
 
+    def throttle_counter(self, client: str, throttle: AdaptiveThrottle) -> FleetThrottleCounter:
+        """`client`'s throttle counts: local, with the fleet's merged in."""
+        entry = self._entry(client)
+        if entry.throttle is None or entry.throttle.config != throttle:
+            entry.throttle = FleetThrottleCounter(throttle)
+        return entry.throttle
+
     def _entry(self, client: str) -> _Client:
         entry = self._clients.get(client)
         if entry is None:
@@ -179,6 +192,7 @@ class RedisStore:
                 single_connection_client=True,
             )
             self._script = self._redis.register_script(SCRIPT)
+            self._throttle_script = self._redis.register_script(THROTTLE_SCRIPT)
         except Exception as error:  # a malformed URL: the store stays local for good
             logger.warning(
                 "Redis store %s cannot be used (%s); budgets and breakers use this process's counts only.",
@@ -269,6 +283,8 @@ class RedisStore:
         if entry.breaker is not None:
             entry.breaker.fleet = None
             entry.breaker.lease = False
+        if entry.throttle is not None:
+            entry.throttle.fleet = None
 
     async def _sync(self, entry: _Client) -> None:
         budget, breaker = entry.budget, entry.breaker
@@ -295,3 +311,6 @@ class RedisStore:
         if breaker is not None:
             breaker.fleet = (att, fail)
             adopt(entry.name, breaker, self.interval, open_ms, streak, bool(granted), probe_ms)
+        if entry.throttle is not None:
+            key = f"{base}:throttle:{round(entry.throttle.config.window * 1000)}"
+            await sync_throttle(self._throttle_script, key, entry.name, entry.throttle)

@@ -25,6 +25,8 @@ from .._safety.urls import base_url_problem
 from .._strategies.breaker import CircuitBreaker
 from .._strategies.budget import RetryBudget
 from .._strategies.caching import HttpCache
+from .._strategies.concurrency import ConcurrencyLimit
+from .._strategies.throttle import AdaptiveThrottle
 from ..chaos import ALLOW_CHAOS_ENV, Chaos
 
 __all__ = ["ClientSettings", "PoolLimits"]
@@ -163,6 +165,10 @@ class ClientSettings(BaseModel):
         cache: An RFC 9111 shared cache ([`HttpCache`][fastapi_retry_http.cache.HttpCache],
             the `[cache]` extra); unset for none. `HTTP_CLIENTS__RATES__CACHE__STORAGE=sqlite`.
         coalesce: Concurrent identical GET and HEAD calls share one upstream call.
+        throttle: Refuse attempts locally while the upstream sheds load
+            ([`AdaptiveThrottle`][fastapi_retry_http.AdaptiveThrottle]); unset for none.
+        concurrency: Cap (and adapt) the attempts in flight
+            ([`ConcurrencyLimit`][fastapi_retry_http.ConcurrencyLimit]); unset for none.
     """
 
     model_config = _FORBID
@@ -184,6 +190,8 @@ class ClientSettings(BaseModel):
     chaos: Annotated[Chaos | None, AfterValidator(_chaos_allowed)] = None
     cache: HttpCache | None = None
     coalesce: bool = False
+    throttle: AdaptiveThrottle | None = None
+    concurrency: ConcurrencyLimit | None = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """

@@ -94,12 +94,12 @@ class Executor:
             if isinstance(answer, Refusal):
                 if answer.error is None and call.attempt == 0:
                     continue  # a refusal with nothing to raise lets a first attempt go
-                self._release(call, index, Outcome(refusal=answer, attempt=call.attempt + 1))
+                self.release(call, index, Outcome(refusal=answer, attempt=call.attempt + 1))
                 return answer
-            return Waiting(self.admit, self._release, call, index, answer)
+            return Waiting(self.admit, self.release, call, index, answer)
         return None
 
-    def _release(self, call: Call, index: int, outcome: Outcome) -> None:
+    def release(self, call: Call, index: int, outcome: Outcome) -> None:
         """Tell the strategies before `index`, which admitted the attempt, that it was never sent."""
         for gate in self.gates[:index]:
             gate.record(call, outcome)

@@ -244,7 +244,10 @@ class RetryTransport(httpx.AsyncBaseTransport):
         for gate in self._rechecking:
             refusal = gate.ready(call)
             if refusal is not None and refusal.error is not None:
-                # The breaker opened during the wait: nothing more is sent.
+                # The breaker opened during the wait: nothing more is sent; slots held go back.
+                self.executor.release(
+                    call, len(self.executor.gates), Outcome(refusal=refusal, attempt=call.attempt + 1)
+                )
                 return Outcome(error=refusal.error, attempt=call.attempt)
         return await self.executor.attempt(call)
 
