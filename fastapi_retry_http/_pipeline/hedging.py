@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .attempts import Call, Outcome
 from .send import discard
@@ -21,23 +21,33 @@ from .strategy import Refusal
 if TYPE_CHECKING:
     from .admission import Waiting
 
-__all__ = ["race"]
+__all__ = ["Pace", "race"]
 
 Attempt = Callable[[Callable[[], bool]], Awaitable[Outcome]]
 
 
+class Pace(Protocol):
+    """A learned delay (`hedge_after="p95"`): its value for this call, and the hedge budget."""
+
+    delay: float | None  # `None`: no hedge on time (still learning); a failure still starts one
+
+    def take(self) -> bool:
+        """A hedge is due on time: whether the hedge budget allows it."""
+
+
 async def race(
-    call: Call, attempt: Attempt, admit: Callable[[], Refusal | Waiting | None]
+    call: Call, attempt: Attempt, admit: Callable[[], Refusal | Waiting | None], pace: Pace | None = None
 ) -> tuple[Outcome, str | None]:
     """
     Run hedged attempts of `call`: the winner (or the last failure), and why hedging stopped
     early (a gate's refusal), if it did.
 
     `attempt(lost)` runs one attempt; `lost()` tells it, once cancelled, whether it lost the
-    race (rather than the caller going away).
+    race (rather than the caller going away). `pace` gives a learned delay and its budget;
+    without it the delay is the policy's seconds.
     """
-    delay = call.policy.hedge_after
-    assert delay is not None
+    delay = pace.delay if pace is not None else call.policy.hedge_after
+    assert not isinstance(delay, str)
     running: set[asyncio.Task[Outcome]] = set()
     decided = False
     stopped: str | None = None
@@ -75,6 +85,9 @@ async def race(
                 return winner, None
             if more and (not done or not running):
                 # The delay passed with no answer, or every attempt failed: the next hedge.
+                if not done and pace is not None and not pace.take():
+                    delay = None  # the hedge budget is spent: no more hedges on time for this call
+                    continue
                 refusal = admit()
                 if isinstance(refusal, Refusal):
                     stopped = refusal.reason

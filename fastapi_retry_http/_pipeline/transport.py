@@ -32,6 +32,7 @@ from .._stores.memory import MemoryStore, StateStore
 from .._strategies import Context, StrategyOptions, build
 from .._strategies.breaker import BreakerGate
 from .._strategies.budget import DEFAULT_BUDGET, RetryBudget
+from .._strategies.latency import LatencyStrategy
 from ..exceptions import CircuitOpenError, ClientClosedError, DeadlineExceeded
 from . import engine, hedging
 from .admission import Waiting
@@ -124,6 +125,10 @@ class RetryTransport(httpx.AsyncBaseTransport):
         #: The circuit breaker's gate, when the client has one (its `status()` is for health checks).
         self.breaker: BreakerGate | None = strategies.by_option.get("circuit_breaker")
         self._gates: tuple[Gate, ...] = tuple(strategies.attempt)
+        #: The latency estimate behind `hedge_after="p95"`: built for the first policy that uses one.
+        self.latency: LatencyStrategy | None = None
+        if self.policy.hedge_percentile is not None:
+            self._learn_latency()
         self._rechecking = tuple(gate for gate in self._gates if isinstance(gate, Rechecking))
         self._sender.interceptors = tuple(strategies.send)
         self._around = _chain(strategies.around, self._call) if strategies.around else None
@@ -176,8 +181,9 @@ class RetryTransport(httpx.AsyncBaseTransport):
                 self._instruments.emit(refused(call, refusal.error, refusal.reason))
             raise refusal.error
         if policy.hedge_after is not None and retries and policy.may_resend(request):
+            pace = self._learn_latency().pace(policy.hedge_after) if isinstance(policy.hedge_after, str) else None
             outcome, stopped = await hedging.race(
-                call, lambda lost: self._attempt(call, lost), lambda: self._admit(call)
+                call, lambda lost: self._attempt(call, lost), lambda: self._admit(call), pace
             )
             self._final_event(call, outcome, stopped)
         else:
@@ -209,7 +215,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
         """One attempt through the send, classify and record stages."""
         call.attempt += 1
         number = call.attempt
-        started = time.perf_counter() if self._instruments else 0.0
+        timed = self._instruments or self.latency is not None
+        started = time.perf_counter() if timed else 0.0
         request, policy = call.request, call.policy
         scopes = self._instruments.start(request, number, call.client) if self._scoped else None
         try:
@@ -224,10 +231,11 @@ class RetryTransport(httpx.AsyncBaseTransport):
             if scopes is not None:
                 scopes.end(None, gone)
             cancelled = Outcome(cancelled=True, attempt=number)
+            if timed:
+                cancelled.duration = time.perf_counter() - started
             for gate in self._gates:
                 gate.record(call, cancelled)
             if self._instruments:
-                cancelled.duration = time.perf_counter() - started
                 kind = "hedge_lost" if lost is not None and lost() else "cancelled"
                 self._instruments.emit(event(call, cancelled, kind))
             raise
@@ -235,13 +243,21 @@ class RetryTransport(httpx.AsyncBaseTransport):
             retryable = call.retries and policy.retries_status(request, response.status_code)
             outcome = Outcome(response=response, retryable=retryable)
         outcome.attempt = number
-        if self._instruments:
+        if timed:
             outcome.duration = time.perf_counter() - started
-            if scopes is not None:
-                scopes.end(outcome.response, outcome.error)
+        if scopes is not None:
+            scopes.end(outcome.response, outcome.error)
         for gate in self._gates:
             gate.record(call, outcome)
         return outcome
+
+    def _learn_latency(self) -> LatencyStrategy:
+        """The latency estimate, built (and told of every attempt from now on) when first needed."""
+        if self.latency is None:
+            self.latency = LatencyStrategy(self._clock)
+            self._gates = (*self._gates, self.latency)
+            self.strategies.by_option["latency"] = self.latency
+        return self.latency
 
     def _admit(self, call: Call, start: int = 0) -> Refusal | Waiting | None:
         """
