@@ -1,5 +1,5 @@
 """
-An HTTP/2 server on loopback (cleartext, prior knowledge), written with the `h2` library: each
+An HTTP/2 server on loopback (cleartext with prior knowledge, or TLS with ALPN), written with the `h2` library: each
 request it receives is counted, then answered, refused (RST_STREAM REFUSED_STREAM), reset with
 another code, or met with a GOAWAY, as its script says.
 """
@@ -7,6 +7,7 @@ another code, or met with a GOAWAY, as its script says.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,6 +37,8 @@ class Received:
 @dataclass
 class H2Server:
     script: Script
+    #: A TLS context offering h2 by ALPN; cleartext (prior knowledge) without one.
+    tls: ssl.SSLContext | None = None
     received: list[Received] = field(default_factory=list)
     connections: int = 0
     port: int = 0
@@ -44,7 +47,7 @@ class H2Server:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def processed(self) -> list[Received]:
@@ -52,7 +55,7 @@ class H2Server:
         return [r for r in self.received if r.action == "ok"]
 
     async def __aenter__(self) -> H2Server:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
