@@ -8,7 +8,6 @@ other reset of a request that may not be resent is never retried.
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +154,7 @@ def ca() -> trustme.CA:
 
 
 @pytest.fixture
-def bundle(ca: trustme.CA, tmp_path: Path) -> Iterator[str]:
+def bundle(ca: trustme.CA, tmp_path: Path) -> str:
     path = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(path))
     return str(path)
