@@ -22,11 +22,13 @@ from fastapi_retry_http._pipeline.attempts import Call, Outcome
 from fastapi_retry_http._pipeline.strategy import Refusal
 from fastapi_retry_http._strategies.latency import (
     BUDGET_BURST,
+    FIXED_SHARE,
     MIN_DELAY,
     MIN_SAMPLES,
     REFRESH,
     WINDOW,
     HedgeBudget,
+    HedgePacer,
     LatencyStrategy,
     LatencyWindow,
 )
@@ -165,7 +167,7 @@ class TestWhatIsLearned:
         strategy, _ = self.strategy()
         for _ in range(MIN_SAMPLES):
             strategy.record(call(), answered(200, 0.01))
-        delay = strategy.pace("p95").delay
+        delay = strategy.delay("p95")
         assert delay == pytest.approx(0.01, rel=0.04)
         strategy.record(call(), Outcome(cancelled=True, duration=0.005))  # cut before the delay: unknown
         assert strategy.window.count == MIN_SAMPLES
@@ -174,41 +176,59 @@ class TestWhatIsLearned:
 
     def test_the_delay_is_read_every_refresh_not_per_call(self) -> None:
         strategy, clock = self.strategy()
-        assert strategy.pace("p95").delay is None  # learning
+        assert strategy.delay("p95") is None  # learning
         for _ in range(MIN_SAMPLES):
             strategy.record(call(), answered(200, 0.01))
-        assert strategy.pace("p95").delay == pytest.approx(0.01, rel=0.04)  # at once, at 20 samples
+        assert strategy.delay("p95") == pytest.approx(0.01, rel=0.04)  # at once, at 20 samples
         for _ in range(10 * MIN_SAMPLES):
             strategy.record(call(), answered(200, 0.2))
         clock.now += REFRESH / 2
-        assert strategy.pace("p95").delay == pytest.approx(0.01, rel=0.04)  # held until the refresh
+        assert strategy.delay("p95") == pytest.approx(0.01, rel=0.04)  # held until the refresh
         clock.now += REFRESH / 2
-        assert strategy.pace("p95").delay == pytest.approx(0.2, rel=0.04)
-        assert strategy.status()["delays"] == {"p95": strategy.pace("p95").delay}
+        assert strategy.delay("p95") == pytest.approx(0.2, rel=0.04)
+        assert strategy.status() == {"samples": 11 * MIN_SAMPLES, "delays": {"p95": strategy.delay("p95")}}
 
     def test_a_delay_never_goes_below_the_floor(self) -> None:
         strategy, _ = self.strategy()
         for _ in range(MIN_SAMPLES):
             strategy.record(call(), answered(200, 0.0))
-        assert strategy.pace("p50").delay == MIN_DELAY
+        assert strategy.delay("p50") == MIN_DELAY
 
-    def test_each_percentile_has_its_budget_sized_by_its_share(self) -> None:
-        strategy, _ = self.strategy()
+
+class TestPacer:
+    def test_each_hedge_after_has_its_budget_sized_by_its_share(self) -> None:
+        learned: list[LatencyStrategy] = []
+        pacer = HedgePacer(FakeClock(), learned.append)
+        hedges: dict[float | str, int] = {"p95": 0, "p99": 0, 0.05: 0}
         for _ in range(100):
-            strategy.pace("p95")
-            strategy.pace("p99")
-        status = strategy.status()
-        assert status["budget_tokens"] == {"p95": pytest.approx(6.0), "p99": pytest.approx(1.2)}
+            for hedge_after in hedges:
+                hedges[hedge_after] += pacer.pace(hedge_after).take()  # a hedge wanted for every call
+        # The burst it starts with, then its share of the 100 calls (less the first share, the bucket being full).
+        for hedge_after, share in (("p95", 0.06), ("p99", 0.012), (0.05, FIXED_SHARE)):
+            assert hedges[hedge_after] == int(BUDGET_BURST + share * 99 + 1e-9)
+        budgets = pacer.status()["budgets"]
+        assert isinstance(budgets, dict)
+        assert {key: budget["refused"] for key, budget in budgets.items()} == {
+            str(key): 100 - count for key, count in hedges.items()
+        }
+        assert len(learned) == 1  # one estimate for every percentile
+        assert pacer.pace(0.05).delay == 0.05
+
+    def test_a_fixed_delay_learns_nothing(self) -> None:
+        pacer = HedgePacer(FakeClock(), lambda latency: None)
+        pacer.pace(0.05)
+        assert pacer.latency is None
+        assert "samples" not in pacer.status()
 
 
 class BudgetMachine(RuleBasedStateMachine):
-    """The hedge budget against a model: hedges never exceed the share of the calls so far."""
+    """The hedge budget against a model: hedges never exceed the burst plus the share of the calls so far."""
 
     def __init__(self) -> None:
         super().__init__()
         self.share = 0.06
         self.budget = HedgeBudget(self.share)
-        self.model = 0.0  # tokens, kept apart from the budget's own count
+        self.model = BUDGET_BURST  # tokens, kept apart from the budget's own count: it starts full
         self.calls = 0
         self.hedges = 0
         self.refused = 0
@@ -233,7 +253,7 @@ class BudgetMachine(RuleBasedStateMachine):
 
     @invariant()
     def never_more_than_the_share_of_calls(self) -> None:
-        assert self.hedges <= self.share * self.calls + 1e-9
+        assert self.hedges <= BUDGET_BURST + self.share * self.calls + 1e-9
         assert self.budget.tokens == pytest.approx(self.model)
         assert 0 <= self.budget.tokens <= BUDGET_BURST
         assert self.budget.refused == self.refused
@@ -281,12 +301,11 @@ class TestHedgingAtALearnedPercentile:
             elapsed = time.monotonic() - started
         assert (response.status_code, upstream.slow) == (200, 2)
         assert elapsed < 2  # the first attempt would have taken 5 s
-        status = latency.status()
         assert latency.window.count >= MIN_SAMPLES
-        delay = status["delays"]["p95"]  # type: ignore[index]
+        delay = latency.delay("p95")
         assert delay is not None
         assert delay < 1
-        assert c.transport.strategies.by_option["latency"] is latency
+        assert c.transport.strategies.by_option["hedging"] is c.transport.hedging
 
     async def test_no_hedge_on_time_before_twenty_samples(self) -> None:
         upstream = SlowOnce(0.3)
@@ -297,18 +316,20 @@ class TestHedgingAtALearnedPercentile:
         assert (response.status_code, upstream.slow) == (200, 1)
         assert time.monotonic() - started >= 0.3
 
-    async def test_a_spent_hedge_budget_sends_no_hedge(self) -> None:
+    @pytest.mark.parametrize("hedge_after", ["p95", 0.05])
+    async def test_a_spent_hedge_budget_sends_no_hedge(self, hedge_after: float | str) -> None:
         upstream = SlowOnce(0.3)
-        # p99.9: each call pays 0.0012 of a hedge; 40 calls are far from one.
-        async with upstream.server as server, Client(server.url, retry=RetryPolicy(hedge_after="p99.9")) as c:
+        async with upstream.server as server, Client(server.url, retry=RetryPolicy(hedge_after=hedge_after)) as c:
             await warm(c)
+            drain = c.transport.hedging.pace(hedge_after)  # as a burst of hedged calls would
+            while drain.take():
+                pass
+            sent = server.requests
             response = await c.get("/slow")
-            assert c.transport.latency is not None
-            status = c.transport.latency.status()
-        assert (response.status_code, upstream.slow, server.requests) == (200, 1, 2 * MIN_SAMPLES + 1)
-        refused = status["hedges_refused"]
-        assert isinstance(refused, dict)
-        assert refused["p99.9"] >= 1  # the slow call's hedge (a warm-up call may have been slow too)
+            budgets = c.transport.hedging.status()["budgets"]
+        assert (response.status_code, upstream.slow, server.requests) == (200, 1, sent + 1)
+        assert isinstance(budgets, dict)
+        assert budgets[str(hedge_after)]["refused"] >= 2  # the drain's last try, and the slow call's hedge
 
     async def test_a_percentile_on_one_request_builds_the_estimate_then(self) -> None:
         upstream = SlowOnce(0.0)

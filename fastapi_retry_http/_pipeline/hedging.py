@@ -27,7 +27,7 @@ Attempt = Callable[[Callable[[], bool]], Awaitable[Outcome]]
 
 
 class Pace(Protocol):
-    """A learned delay (`hedge_after="p95"`): its value for this call, and the hedge budget."""
+    """A hedged call's delay (fixed or learned), and the hedge budget its hedges on time draw on."""
 
     delay: float | None  # `None`: no hedge on time (still learning); a failure still starts one
 
@@ -43,8 +43,8 @@ async def race(
     early (a gate's refusal), if it did.
 
     `attempt(lost)` runs one attempt; `lost()` tells it, once cancelled, whether it lost the
-    race (rather than the caller going away). `pace` gives a learned delay and its budget;
-    without it the delay is the policy's seconds.
+    race (rather than the caller going away). `pace` gives the delay (the policy's seconds,
+    or a learned percentile) and the hedge budget; without it, the policy's seconds, unbudgeted.
     """
     delay = pace.delay if pace is not None else call.policy.hedge_after
     assert not isinstance(delay, str)

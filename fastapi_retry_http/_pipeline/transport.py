@@ -32,7 +32,7 @@ from .._stores.memory import MemoryStore, StateStore
 from .._strategies import Context, StrategyOptions, build
 from .._strategies.breaker import BreakerGate
 from .._strategies.budget import DEFAULT_BUDGET, RetryBudget
-from .._strategies.latency import LatencyStrategy
+from .._strategies.latency import HedgePacer, LatencyStrategy
 from ..exceptions import CircuitOpenError, ClientClosedError, DeadlineExceeded
 from . import engine, hedging
 from .admission import Waiting
@@ -125,10 +125,10 @@ class RetryTransport(httpx.AsyncBaseTransport):
         #: The circuit breaker's gate, when the client has one (its `status()` is for health checks).
         self.breaker: BreakerGate | None = strategies.by_option.get("circuit_breaker")
         self._gates: tuple[Gate, ...] = tuple(strategies.attempt)
-        #: The latency estimate behind `hedge_after="p95"`: built for the first policy that uses one.
-        self.latency: LatencyStrategy | None = None
+        #: Hedged calls' delays and hedge budget; the latency estimate when a policy hedges at a percentile.
+        self.hedging = HedgePacer(clock, self._learning)
         if self.policy.hedge_percentile is not None:
-            self._learn_latency()
+            self.hedging.learn()  # from the first attempt on
         self._rechecking = tuple(gate for gate in self._gates if isinstance(gate, Rechecking))
         self._sender.interceptors = tuple(strategies.send)
         self._around = _chain(strategies.around, self._call) if strategies.around else None
@@ -181,7 +181,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
                 self._instruments.emit(refused(call, refusal.error, refusal.reason))
             raise refusal.error
         if policy.hedge_after is not None and retries and policy.may_resend(request):
-            pace = self._learn_latency().pace(policy.hedge_after) if isinstance(policy.hedge_after, str) else None
+            pace = self.hedging.pace(policy.hedge_after)
             outcome, stopped = await hedging.race(
                 call, lambda lost: self._attempt(call, lost), lambda: self._admit(call), pace
             )
@@ -215,7 +215,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
         """One attempt through the send, classify and record stages."""
         call.attempt += 1
         number = call.attempt
-        timed = self._instruments or self.latency is not None
+        timed = self._instruments or self.hedging.latency is not None
         started = time.perf_counter() if timed else 0.0
         request, policy = call.request, call.policy
         scopes = self._instruments.start(request, number, call.client) if self._scoped else None
@@ -251,13 +251,15 @@ class RetryTransport(httpx.AsyncBaseTransport):
             gate.record(call, outcome)
         return outcome
 
-    def _learn_latency(self) -> LatencyStrategy:
-        """The latency estimate, built (and told of every attempt from now on) when first needed."""
-        if self.latency is None:
-            self.latency = LatencyStrategy(self._clock)
-            self._gates = (*self._gates, self.latency)
-            self.strategies.by_option["latency"] = self.latency
-        return self.latency
+    @property
+    def latency(self) -> LatencyStrategy | None:
+        """The latency estimate behind `hedge_after="p95"`, once a policy hedged at a percentile."""
+        return self.hedging.latency
+
+    def _learning(self, latency: LatencyStrategy) -> None:
+        # Told of every attempt from now on, after the other strategies.
+        self._gates = (*self._gates, latency)
+        self.strategies.by_option["hedging"] = self.hedging
 
     def _admit(self, call: Call, start: int = 0) -> Refusal | Waiting | None:
         """

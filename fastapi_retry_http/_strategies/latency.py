@@ -21,7 +21,7 @@ import httpx
 from .._pipeline.attempts import Call, Outcome
 from .._pipeline.policy import percentile_of
 
-__all__ = ["HedgeBudget", "LatencyStrategy", "LatencyWindow"]
+__all__ = ["HedgeBudget", "HedgePacer", "LatencyStrategy", "LatencyWindow", "Pace"]
 
 #: Samples in the window before the percentile is trusted; with fewer, no hedge is sent on time.
 MIN_SAMPLES: Final = 20
@@ -37,8 +37,10 @@ MIN_DELAY: Final = 0.001
 #: requests. Exactly the share would run dry half the time (demand and supply balance), and
 #: refuse the hedges of the very calls that are slow.
 BUDGET_SLACK: Final = 1.2
-#: Hedges the budget can hold in reserve: a burst beyond the share, after a quiet spell.
+#: Hedges the budget can hold in reserve (and starts with): a burst beyond the share.
 BUDGET_BURST: Final = 20.0
+#: The hedge budget per call for a fixed `hedge_after` (seconds): twice the Tail at Scale's 5%.
+FIXED_SHARE: Final = 0.1
 
 # Histogram buckets grow by 4% (the delay's resolution), from 0.1 ms to about 5 minutes.
 _LOWEST: Final = 1e-4
@@ -111,7 +113,7 @@ class LatencyWindow:
 class HedgeBudget:
     """
     A token bucket for hedges: each hedged call deposits `share`, each hedge sent on time
-    withdraws one; it holds at most `burst`. It starts empty, so over any run of calls the
+    withdraws one; it holds at most `burst`, and starts full. Over any run of calls, the
     hedges sent on time number at most `burst + share * calls`.
     """
 
@@ -120,7 +122,7 @@ class HedgeBudget:
     def __init__(self, share: float, burst: float = BUDGET_BURST) -> None:
         self._share = share
         self._burst = burst
-        self.tokens = 0.0
+        self.tokens = burst
         #: Hedges refused since the client was built.
         self.refused = 0
 
@@ -154,8 +156,8 @@ class Pace:
 
 class LatencyStrategy:
     """
-    The per-attempt strategy behind `hedge_after="p95"`: it admits everything, learns from
-    every attempt's outcome, and gives each hedged call its delay and budget (`pace`).
+    The per-attempt strategy behind `hedge_after="p95"`: it admits everything and learns from
+    every attempt's outcome; `delay` reads the percentile.
 
     Recorded: responses the policy does not treat as failures, and timeouts (as Finagle does).
     An attempt cancelled after running longer than the delay in force (a lost hedge race,
@@ -168,7 +170,6 @@ class LatencyStrategy:
         self._clock = clock
         self.window = LatencyWindow()
         self._delays: dict[str, float | None] = {}
-        self._budgets: dict[str, HedgeBudget] = {}
         self._refresh_at = -math.inf
         self._floor = math.inf  # the shortest delay in force: cancelled attempts past it are in the tail
 
@@ -186,8 +187,8 @@ class LatencyStrategy:
         if _answered(call, outcome):
             self.window.add(outcome.duration, self._clock())
 
-    def pace(self, hedge_after: str) -> Pace:
-        """The delay and budget of one call hedged at `hedge_after` (`"p95"`); it pays its share."""
+    def delay(self, hedge_after: str) -> float | None:
+        """The delay `hedge_after` (`"p95"`) stands for now; `None` while learning (under 20 samples)."""
         now = self._clock()
         if now >= self._refresh_at:
             self._refresh_at = now + REFRESH
@@ -195,12 +196,7 @@ class LatencyStrategy:
                 self._read(known, now)
         if hedge_after not in self._delays or (self._delays[hedge_after] is None and self.window.count >= MIN_SAMPLES):
             self._read(hedge_after, now)  # a new percentile, or enough samples at last: not in 3 s
-        budget = self._budgets.get(hedge_after)
-        if budget is None:
-            share = BUDGET_SLACK * (1 - _percentile(hedge_after) / 100)
-            budget = self._budgets[hedge_after] = HedgeBudget(share)
-        budget.deposit()
-        return Pace(self._delays[hedge_after], budget)
+        return self._delays[hedge_after]
 
     def _read(self, hedge_after: str, now: float) -> None:
         value = self.window.percentile(_percentile(hedge_after), now)
@@ -208,13 +204,48 @@ class LatencyStrategy:
         self._floor = min((delay for delay in self._delays.values() if delay is not None), default=math.inf)
 
     def status(self) -> dict[str, object]:
-        """The learned delays (seconds, `None` while learning), samples and hedge budgets, now."""
-        return {
-            "samples": self.window.count,
-            "delays": dict(self._delays),
-            "budget_tokens": {name: round(budget.tokens, 3) for name, budget in self._budgets.items()},
-            "hedges_refused": {name: budget.refused for name, budget in self._budgets.items()},
-        }
+        """The samples in the window and the learned delays (seconds; `None` while learning), now."""
+        return {"samples": self.window.count, "delays": dict(self._delays)}
+
+
+class HedgePacer:
+    """
+    Every hedged call's pace: its delay, fixed or learned, and the hedge budget it draws on.
+
+    One budget per `hedge_after` value: a percentile's share is `BUDGET_SLACK` times the
+    share of calls its delay is expected to hedge (6% for `"p95"`); a fixed delay, a guess
+    that nothing keeps in tune, gets `FIXED_SHARE` (10%). The latency estimate is built the
+    first time a percentile is asked for; `learning` hears of it (the pipeline then tells it
+    of every attempt).
+    """
+
+    def __init__(self, clock: Callable[[], float], learning: Callable[[LatencyStrategy], None]) -> None:
+        self._clock = clock
+        self._learning = learning
+        self._budgets: dict[float | str, HedgeBudget] = {}
+        #: The latency estimate, once a percentile was asked for.
+        self.latency: LatencyStrategy | None = None
+
+    def learn(self) -> LatencyStrategy:
+        """The latency estimate, built when first needed."""
+        if self.latency is None:
+            self.latency = LatencyStrategy(self._clock)
+            self._learning(self.latency)
+        return self.latency
+
+    def pace(self, hedge_after: float | str) -> Pace:
+        """The pace of one call hedged at `hedge_after`; the call pays its share into the budget."""
+        budget = self._budgets.get(hedge_after)
+        if budget is None:
+            budget = self._budgets[hedge_after] = HedgeBudget(_share(hedge_after))
+        budget.deposit()
+        delay = self.learn().delay(hedge_after) if isinstance(hedge_after, str) else hedge_after
+        return Pace(delay, budget)
+
+    def status(self) -> dict[str, object]:
+        """The hedge budgets (tokens left, hedges refused) and the learned delays, now."""
+        budgets = {str(key): {"tokens": round(b.tokens, 3), "refused": b.refused} for key, b in self._budgets.items()}
+        return {"budgets": budgets, **(self.latency.status() if self.latency is not None else {})}
 
 
 def _answered(call: Call, outcome: Outcome) -> bool:
@@ -225,6 +256,13 @@ def _answered(call: Call, outcome: Outcome) -> bool:
         return status < 500 and status not in call.policy.statuses
     # A pool timeout is local back-pressure, not the upstream's latency.
     return isinstance(outcome.error, httpx.TimeoutException) and not isinstance(outcome.error, httpx.PoolTimeout)
+
+
+def _share(hedge_after: float | str) -> float:
+    """The hedge budget per call: the percentile's expected share with slack, or `FIXED_SHARE`."""
+    if isinstance(hedge_after, str):
+        return BUDGET_SLACK * (1 - _percentile(hedge_after) / 100)
+    return FIXED_SHARE
 
 
 def _percentile(hedge_after: str) -> float:
