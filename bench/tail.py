@@ -160,12 +160,14 @@ def run(quick: bool, runs: int | None = None) -> dict[str, Any]:
     calls, seconds = (2000, 6.0) if quick else (6000, 15.0)
     upstream = Upstream()
     results: dict[str, Any] = {"runs": runs, "calls": calls, "seconds": seconds}
+    rows: dict[str, list[dict[str, float]]] = {}
     try:
-        for name, hedge in CONFIGS:
-            results[f"steady: {name}"] = median_of([asyncio.run(steady(upstream, hedge, calls, 200)) for _ in range(runs)])
-        for name, hedge in CONFIGS:
-            rows = [asyncio.run(slowdown(upstream, hedge, seconds)) for _ in range(runs)]
-            results[f"slowdown: {name}"] = median_of(rows)
+        for _ in range(runs):  # interleaved, so a busy spell of the machine hits every configuration
+            for name, hedge in CONFIGS:
+                rows.setdefault(f"steady: {name}", []).append(asyncio.run(steady(upstream, hedge, calls, 200)))
+            for name, hedge in CONFIGS:
+                rows.setdefault(f"slowdown: {name}", []).append(asyncio.run(slowdown(upstream, hedge, seconds)))
+        results.update({key: median_of(values) for key, values in rows.items()})
     finally:
         upstream.process.kill()
     results["cost"] = record_cost()
