@@ -127,6 +127,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self._gates: tuple[Gate, ...] = tuple(strategies.attempt)
         #: Hedged calls' delays and hedge budget; the latency estimate when a policy hedges at a percentile.
         self.hedging = HedgePacer(clock, self._learning)
+        if self.policy.hedge_after is not None:
+            strategies.by_option["hedging"] = self.hedging  # its status, for the operators' view
         if self.policy.hedge_percentile is not None:
             self.hedging.learn()  # from the first attempt on
         self._rechecking = tuple(gate for gate in self._gates if isinstance(gate, Rechecking))
