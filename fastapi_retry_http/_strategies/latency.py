@@ -42,7 +42,7 @@ BUDGET_BURST: Final = 20.0
 #: The hedge budget per call for a fixed `hedge_after` (seconds): twice the Tail at Scale's 5%.
 FIXED_SHARE: Final = 0.1
 
-# Histogram buckets grow by 4% (the delay's resolution), from 0.1 ms to about 5 minutes.
+# Histogram buckets grow by 4% (the delay's resolution), from 0.1 ms to about 10 minutes.
 _LOWEST: Final = 1e-4
 _GROWTH: Final = 1.04
 _LOG_GROWTH: Final = math.log(_GROWTH)
