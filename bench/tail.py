@@ -143,7 +143,7 @@ async def slowdown(upstream: Upstream, hedge_after: float | str | None, seconds:
             await asyncio.sleep(seconds)
             upstream.slower.value = 10
             while isinstance(hedge_after, str) and time.monotonic() < stop_at:
-                if (client.transport.latency.delay(hedge_after) or 0) > 0.05:  # type: ignore[union-attr]
+                if (client.transport.hedging.latency.delay(hedge_after) or 0) > 0.05:  # type: ignore[union-attr]
                     caught_up = time.monotonic() - switch_at
                     return
                 await asyncio.sleep(0.1)

@@ -294,7 +294,7 @@ class TestHedgingAtALearnedPercentile:
         upstream = SlowOnce(5.0)
         async with upstream.server as server, Client(server.url, retry=RetryPolicy(hedge_after="p95")) as c:
             await warm(c)
-            latency = c.transport.latency
+            latency = c.transport.hedging.latency
             assert latency is not None
             started = time.monotonic()
             response = await c.get("/slow")
@@ -335,12 +335,12 @@ class TestHedgingAtALearnedPercentile:
         upstream = SlowOnce(0.0)
         async with upstream.server as server, Client(server.url, retry=RetryPolicy(hedge_after=0.5)) as c:
             await c.get("/fast")
-            assert c.transport.latency is None  # a fixed delay learns nothing
+            assert c.transport.hedging.latency is None  # a fixed delay learns nothing
             assert c.transport.strategies.by_option["hedging"] is c.transport.hedging  # but has a budget
             await c.get("/fast", retry=RetryPolicy(hedge_after="p99"))
             await c.get("/fast")
-            assert c.transport.latency is not None
-            assert c.transport.latency.window.count == 2  # told of every attempt from then on
+            assert c.transport.hedging.latency is not None
+            assert c.transport.hedging.latency.window.count == 2  # told of every attempt from then on
 
     def test_a_client_that_never_hedges_shows_no_hedging(self) -> None:
         assert "hedging" not in Client("http://x.internal").transport.strategies.by_option

@@ -129,8 +129,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self.hedging = HedgePacer(clock, self._learning)
         if self.policy.hedge_after is not None:
             strategies.by_option["hedging"] = self.hedging  # its status, for the operators' view
-        if self.policy.hedge_percentile is not None:
-            self.hedging.learn()  # from the first attempt on
+            if self.policy.hedge_percentile is not None:
+                self.hedging.learn()  # from the first attempt on
         self._rechecking = tuple(gate for gate in self._gates if isinstance(gate, Rechecking))
         self._sender.interceptors = tuple(strategies.send)
         self._around = _chain(strategies.around, self._call) if strategies.around else None
@@ -253,14 +253,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
             gate.record(call, outcome)
         return outcome
 
-    @property
-    def latency(self) -> LatencyStrategy | None:
-        """The latency estimate behind `hedge_after="p95"`, once a policy hedged at a percentile."""
-        return self.hedging.latency
-
     def _learning(self, latency: LatencyStrategy) -> None:
-        # Told of every attempt from now on, after the other strategies.
-        self._gates = (*self._gates, latency)
+        self._gates = (*self._gates, latency)  # told of every attempt from now on, after the others
         self.strategies.by_option["hedging"] = self.hedging
 
     def _admit(self, call: Call, start: int = 0) -> Refusal | Waiting | None:
