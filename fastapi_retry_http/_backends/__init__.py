@@ -46,5 +46,6 @@ def default_transport(
     if backend == "aiohttp" and not http2:  # aiohttp speaks HTTP/1.1 only
         return AiohttpTransport(ssl_context=tls_context(verify, False), limits=limits, proxy=proxy)
     return CancelSafeTransport(
-        httpx.AsyncHTTPTransport(verify=tls_context(verify, http2), http2=http2, limits=limits, proxy=proxy)
+        httpx.AsyncHTTPTransport(verify=tls_context(verify, http2), http2=http2, limits=limits, proxy=proxy),
+        http2=http2,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import httpx
@@ -21,19 +21,29 @@ class CancelSafeTransport(httpx.AsyncBaseTransport):
     transport, body read included, through `shield()`: the caller's cancellation is never
     delivered inside httpcore. The caller stops waiting at once; the attempt finishes in the
     background (cut after `BACKGROUND_LIMIT`) and its response is closed, which frees the slot.
+
+    With `http2=True`, a request the server refused unprocessed raises `StreamRefused`
+    (see `h2_refusals`), which the retry policy resends whatever the method.
     """
 
     #: Seconds a cancelled attempt may go on in the background before it is cut.
     BACKGROUND_LIMIT = 30.0
 
-    def __init__(self, inner: httpx.AsyncHTTPTransport) -> None:
+    def __init__(self, inner: httpx.AsyncHTTPTransport, *, http2: bool = False) -> None:
         self.inner = inner
         self._background: set[asyncio.Task[httpx.Response]] = set()
+        self._refusals: Callable[[httpx.AsyncBaseTransport, httpx.Request], Awaitable[httpx.Response]] | None = None
+        if http2:
+            from .h2_refusals import send_noting_refusals  # h2 is there: http2=True needs it
+
+            self._refusals = send_noting_refusals
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         """Send `request` on httpx's pool."""
         # Headers were checked before any I/O (`RetryTransport`), so h11 never gets to quote
         # a header value in an error of its own.
+        if self._refusals is not None:
+            return await self._refusals(self.inner, request)
         return await self.inner.handle_async_request(request)
 
     async def shield(self, attempt: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
