@@ -63,6 +63,7 @@ class _Race:
         "_admit",
         "_attempt",
         "_pace",
+        "_pending",
         "_superseded",
         "call",
         "decided",
@@ -82,6 +83,7 @@ class _Race:
     ) -> None:
         self.call, self._attempt, self._admit, self._superseded = call, attempt, admit, superseded
         self._pace = pace
+        self._pending: list[Waiting] = []  # hedges admitted on condition of a wait
         self.running: set[asyncio.Task[Outcome]] = set()
         self.decided = False  # a winner is known: attempts cancelled from now on lost the race
         self.stopped: str | None = None
@@ -121,8 +123,13 @@ class _Race:
             for task in self.running:
                 task.cancel()
             await asyncio.gather(*self.running, return_exceptions=True)
+            for pending in self._pending:
+                if not pending.started:  # its task was cancelled before it ran: the slot goes back
+                    pending.abandon()
 
     def _launch(self, pending: Waiting | None) -> None:
+        if pending is not None:
+            self._pending.append(pending)
         attempt = self._attempt(self._lost) if pending is None else self._after(pending)
         self.running.add(asyncio.ensure_future(attempt))
         self.launched += 1
