@@ -28,6 +28,7 @@ from pydantic_settings.sources import EnvSettingsSource
 from starlette.routing import Host, Mount, Route, WebSocketRoute
 
 from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
+from fastapi_retry_http._backends.aiohttp_upload import Upload
 from fastapi_retry_http._backends.httpx_pool import STOP_POINTS
 
 pytestmark = pytest.mark.anyio
@@ -89,6 +90,33 @@ class TestAiohttp:
             ("writer", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
             ("content_length", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
         ]
+
+
+class _Writer:
+    """What `Payload.write_with_length` writes to: the chunks it was given."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    async def write(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+
+
+class TestUpload:
+    """The aiohttp upload, on aiohttp's public `Payload` API where it used to reach into `_iter`."""
+
+    async def test_it_is_consumed_once_writing_begins_and_never_replayed(self) -> None:
+        upload = Upload(httpx.ByteStream(b"abc"), 3, None)
+        assert (upload.size, upload.consumed, upload.autoclose) == (3, False, True)
+        writer = _Writer()
+        await upload.write(writer)  # type: ignore[arg-type]
+        assert (writer.chunks, upload.consumed, upload.sent) == ([b"abc"], True, True)
+        await upload.write(writer)  # type: ignore[arg-type]
+        assert writer.chunks == [b"abc"]  # a stream is read once
+
+    def test_it_is_never_decoded_before_it_is_sent(self) -> None:
+        with pytest.raises(TypeError, match="cannot be decoded"):
+            Upload(httpx.ByteStream(b"abc"), 3, None).decode()
 
 
 class TestHttpx:

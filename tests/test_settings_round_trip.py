@@ -96,6 +96,12 @@ def test_the_default_is_dumped_as_default_and_read_back_from_the_environment(mon
     assert app.http_clients["billing"].client_kwargs()["max_response_bytes"] is DEFAULT_MAX_RESPONSE_BYTES
 
 
+def test_the_default_given_by_name_is_the_default() -> None:
+    settings = ClientSettings(base_url="http://billing.internal", max_response_bytes=DEFAULT_MAX_RESPONSE_BYTES)
+    assert settings.client_kwargs()["max_response_bytes"] is DEFAULT_MAX_RESPONSE_BYTES
+    assert settings.model_dump()["max_response_bytes"] == "default"
+
+
 @pytest.mark.parametrize("bad", [0, -1, "defaults", "", 1.5])
 def test_anything_else_is_still_refused(bad: object) -> None:
     with pytest.raises(ValueError, match="max_response_bytes"):
