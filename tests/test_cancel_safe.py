@@ -158,6 +158,21 @@ async def test_the_callers_own_tracer_still_hears_every_event_and_the_request_is
     assert request.extensions["trace"] is mine
 
 
+async def test_what_is_written_into_the_extensions_meanwhile_is_kept() -> None:
+    class Writing(httpx.AsyncHTTPTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            request.extensions["written"] = "meanwhile"
+            return httpx.Response(200)
+
+    transport = CancelSafeTransport(Writing())
+    request = httpx.Request("GET", "http://upstream/x")
+    original = request.extensions
+    await transport.shield(transport.handle_async_request(request))
+    assert request.extensions is original
+    assert request.extensions["written"] == "meanwhile"
+    assert "trace" not in request.extensions
+
+
 async def test_hedges_of_one_request_share_its_tracer() -> None:
     """A hedge sent while another attempt of the same request is in flight does not wrap it twice."""
     first = ScriptedPool(("http11.send_request_headers.started", GET), pause_after=1)
@@ -169,6 +184,9 @@ async def test_hedges_of_one_request_share_its_tracer() -> None:
     tracer = request.extensions["trace"]
     transport.inner = ScriptedPool(("http11.send_request_headers.started", GET), pause_after=0)
     await transport.shield(transport.handle_async_request(request))
+    # Sent outside any attempt (no shield), it carries the tracer too, which then only passes on.
+    transport.inner = ScriptedPool(("http11.send_request_headers.started", GET), pause_after=0)
+    assert (await transport.handle_async_request(request)).status_code == 200
     first.release.set()
     await running
     assert tracer.previous is None

@@ -117,12 +117,15 @@ class CancelSafeTransport(httpx.AsyncBaseTransport):
         if isinstance(extensions.get("trace"), _Tracer):  # a hedge of the same request
             return await self.inner.handle_async_request(request)
         # httpcore reads the extensions of the request it is given, built from these: the
-        # tracer goes on a copy, and the caller's request is left as it was.
-        request.extensions = {**extensions, "trace": _Tracer(extensions.get("trace"))}
+        # tracer goes on a copy (a hedge in flight keeps it, whatever happens here after),
+        # and the caller's request gets its own back, with anything written meanwhile.
+        traced = request.extensions = {**extensions, "trace": _Tracer(extensions.get("trace"))}
         try:
             return await self.inner.handle_async_request(request)
         finally:
-            request.extensions = extensions
+            if request.extensions is traced:
+                extensions.update((key, value) for key, value in traced.items() if key != "trace")
+                request.extensions = extensions
 
     async def shield(self, attempt: Coroutine[Any, Any, httpx.Response]) -> httpx.Response:
         """Run `attempt` (a whole attempt, body read included) so that its caller can leave at any time."""
