@@ -14,8 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from fastapi_retry_http._backends.httpx_pool import CancelSafeTransport
+from fastapi_retry_http._backends.httpx_pool import STOP_POINTS, AttemptState, CancelSafeTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -200,3 +203,64 @@ async def test_without_the_shield_nothing_is_traced() -> None:
 
     response = await CancelSafeTransport(Plain()).handle_async_request(httpx.Request("GET", "http://upstream/x"))
     assert response.extensions["traced"] is False
+
+
+#: Trace events an attempt can see, in any order the machine below picks.
+EVENTS = [
+    "connection.connect_tcp.started",
+    "connection.connect_tcp.complete",
+    "connection.start_tls.started",
+    "http2.send_connection_init.started",
+    "http11.send_request_headers.started",
+    "http2.send_request_headers.started",
+    "http11.send_request_body.started",
+    "http11.receive_response_headers.started",
+    "http11.receive_response_body.started",
+    "http11.response_closed.started",
+    "http2.response_closed.started",
+]
+
+
+class AttemptMachine(RuleBasedStateMachine):
+    """`AttemptState` against a reference model, over any sequence of events and abandonment."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.next_attempt()
+
+    @precondition(lambda self: self.stopped)
+    @rule()
+    def next_attempt(self) -> None:
+        self.state = AttemptState()
+        self.written = self.closing = self.abandoned = self.stopped = False
+
+    @precondition(lambda self: not self.stopped)
+    @rule(event=st.sampled_from(EVENTS), connect=st.booleans())
+    def event(self, event: str, connect: bool) -> None:
+        request = CONNECT if connect else GET
+        stops = not self.written and self.abandoned and event in STOP_POINTS
+        if stops:
+            with pytest.raises(Exception, match="before the request was written"):
+                self.state.follow(event, {"request": request})
+            self.stopped = True
+            return
+        self.state.follow(event, {"request": request})
+        if self.written:
+            self.closing = self.closing or event.endswith(".response_closed.started")
+        elif event.endswith(".send_request_headers.started") and not connect:
+            self.written = True
+
+    @precondition(lambda self: not self.stopped)
+    @rule()
+    def abandon(self) -> None:
+        self.abandoned = self.state.abandoned = True
+
+    @invariant()
+    def agrees(self) -> None:
+        assert (self.state.written, self.state.closing) == (self.written, self.closing)
+        # Cancelled only once its head is going out, and never while its response is released.
+        assert self.state.cancellable == (self.written and not self.closing)
+
+
+TestAttemptMachine = AttemptMachine.TestCase
+TestAttemptMachine.settings = settings(max_examples=200, stateful_step_count=20, deadline=None)
