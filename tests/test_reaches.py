@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import aiohttp.connector
+import fastapi.routing
 import httpx
 import pytest
 from fastapi import APIRouter, Depends, FastAPI
@@ -219,6 +220,7 @@ class TestFastAPI:
                 assert (context.prefix, [d.dependency for d in context.dependencies]) == ("/v1", [guard])
             else:  # FastAPI's routes carry their dependencies; Starlette's have none; mounts are walked
                 assert type(route) in {APIRoute, APIWebSocketRoute, Route, WebSocketRoute, Mount, Host}, type(route)
-        # The FastAPI installed includes routers lazily: if that changes, update this pin and the
-        # table in docs/architecture.md.
-        assert lazily_included == 1
+        # Lazily included in the FastAPI versions that have the class (0.165 here); the walk also
+        # takes the copied routes older ones make. If that changes, update the table in
+        # docs/architecture.md with this pin.
+        assert lazily_included == (1 if hasattr(fastapi.routing, "_IncludedRouter") else 0)
