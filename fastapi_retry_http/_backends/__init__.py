@@ -2,7 +2,7 @@
 The backends: the connection pools attempts are sent through, behind httpx's transport API.
 
 - `aiohttp` (the default): aiohttp's pool, several times faster, safe under cancellation.
-- `httpx`: httpx's own pool, needed for HTTP/2, shielded from cancellation.
+- `httpx`: httpx's own pool, needed for HTTP/2, cancelled only where httpcore is safe under it.
 
 Both implement `protocol.Backend`; one that must not see a caller's cancellation mid-attempt
 also implements `protocol.Shielding`, which the pipeline honours.

@@ -214,7 +214,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         # Read, as `Response.read()` would leave it. Not through it: it would run the body
         # through httpx's decoder chain, a no-op for an identity body, at a third of the
-        # transport's own cost (measured). tests/test_aiohttp_backend.py pins this to httpx.
+        # transport's own cost (measured). tests/test_reaches.py pins this to httpx.
         result._content = body
         result.is_stream_consumed = True
         result.is_closed = True  # nothing left to close: the connection is back in the pool
