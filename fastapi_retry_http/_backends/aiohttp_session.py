@@ -5,6 +5,7 @@ and when to tell aiohttp which headers of its own to leave out.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 import aiohttp
@@ -12,7 +13,7 @@ from multidict import CIMultiDict
 
 from .aiohttp_upload import Upload
 
-__all__ = ["SKIP_AUTO_HEADERS", "Connector", "Request", "adds_headers"]
+__all__ = ["SKIP_AUTO_HEADERS", "Connector", "Request", "adds_headers", "keepalive", "seconds"]
 
 # aiohttp adds these unless told not to; httpx already set the ones it wants.
 SKIP_AUTO_HEADERS: Final = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
@@ -62,3 +63,17 @@ class Request(aiohttp.ClientRequest):
         # (*args: the signature changed between aiohttp 3.11 and 3.12.)
         if body is not None:
             super().update_body_from_data(body, *args, **kwargs)
+
+
+def seconds(value: float | None) -> float | None:
+    """httpx's seconds as aiohttp's: `None` for no limit."""
+    # httpx spells "no limit" None; inf would overflow aiohttp's and asyncio's timers.
+    return None if value is None or value == math.inf else value
+
+
+def keepalive(value: float | None) -> float:
+    """httpx's keep-alive expiry as aiohttp's keep-alive timeout."""
+    # httpx spells "idle connections never expire" None; aiohttp 3.14.0 compares with
+    # its keep-alive timeout, so None fails there: a day stands for "never".
+    limit = seconds(value)
+    return 24 * 3600.0 if limit is None else limit
