@@ -23,13 +23,11 @@ from typing import Any, Final
 
 import aiohttp
 import httpx
-from multidict import CIMultiDict
-from yarl import URL
 
 from .._pipeline.attempts import call_options
 from ..exceptions import ClientClosedError
 from .aiohttp_errors import httpx_error, safe_cause
-from .aiohttp_session import SKIP_AUTO_HEADERS, Connector, Request, adds_headers, keepalive, seconds
+from .aiohttp_session import SKIP_AUTO_HEADERS, Connector, Request, RequestParts, adds_headers, keepalive, seconds
 from .aiohttp_upload import Upload, WriteTimedOut, upload
 
 __all__ = ["AiohttpTransport"]
@@ -87,6 +85,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._cut: set[asyncio.Task[Any]] = set()
         self._open_responses: set[aiohttp.ClientResponse] = set()
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+        self._parts = RequestParts()
 
     def _open(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore | None]:
         if self._closed:
@@ -143,19 +142,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             payload = upload(request, seconds(timeouts.get("write")))
             try:
-                # Not the caller's Transfer-Encoding: aiohttp chunks a body of unknown length
-                # itself and refuses the header alongside its own. A multidict, which aiohttp
-                # takes as it is (a list it copies into one).
-                headers = CIMultiDict(
-                    [
-                        (k.decode("latin-1"), v.decode("latin-1"))
-                        for k, v in request.headers.raw
-                        if k.lower() != b"transfer-encoding"
-                    ]
-                )
+                headers = self._parts.headers(request.headers.raw)
                 response = await session.request(
                     request.method,
-                    URL(str(request.url), encoded=True),
+                    self._parts.url(request.url),
                     headers=headers,
                     skip_auto_headers=SKIP_AUTO_HEADERS if adds_headers(request.method, headers, payload) else None,
                     data=payload,
