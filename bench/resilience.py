@@ -1,9 +1,10 @@
 """
 The resilience tools measured: hedging against a slow tail, the breaker through an outage,
-and what the breaker costs on the success path. Run with `uv run --group bench python -m
-bench.resilience` (about 2 minutes; `--quick` about 40 s); it prints markdown tables and
-writes bench/results/. The recovery table (seconds from the upstream's recovery to the first
-success, local and fleet) comes from `bench/recovery.py`.
+what the breaker costs on the success path, and learned hedging (`bench/tail.py`). Run with
+`uv run --group bench python -m bench.resilience` (about 10 minutes; `--quick` about 2,
+`--only tail` for learned hedging alone); it prints markdown tables and writes bench/results/.
+The recovery table (seconds from the upstream's recovery to the first success through an
+open breaker, local and fleet) comes from `bench/recovery.py`.
 
 The upstream is a small asyncio HTTP server in its own process on loopback; load comes from
 callers in this process; upstream load is counted as the attempts the client sent (events).
@@ -25,6 +26,8 @@ import httpx
 
 from bench import recovery
 from fastapi_retry_http import AttemptEvent, CircuitBreaker, Client, RetryPolicy
+
+from . import tail as tail_bench
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -184,11 +187,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--outage", type=float, default=10.0)
-    parser.add_argument("--quick", action="store_true", help="fewer calls, shorter outages and breaks")
+    parser.add_argument("--quick", action="store_true", help="short runs of everything (about 2 minutes)")
+    parser.add_argument("--only", choices=["tail"], help="only learned hedging (bench/tail.py)")
     args = parser.parse_args()
     if args.quick:
-        args.calls, args.outage = 400, 4.0
+        args.calls, args.outage = 500, 4.0
     RESULTS.mkdir(exist_ok=True)
+    learned = tail_bench.run(args.quick)
+    (RESULTS / "tail.json").write_text(json.dumps(learned, indent=1))
+    if args.only == "tail":
+        print(tail_bench.render(learned))
+        return
     results: dict[str, Any] = {}
     process, mode, port = start_upstream(slow_share=0.05)
     try:
@@ -209,6 +218,8 @@ def main() -> None:
     (RESULTS / "resilience.json").write_text(json.dumps(results, indent=1))
     chart(results, RESULTS / "resilience.png")
     print(render(results))
+    print()
+    print(tail_bench.render(learned))
 
 
 def chart(results: dict[str, Any], path: Path) -> None:

@@ -24,8 +24,12 @@ from ._pipeline.transport import RetryTransport
 from ._stores.memory import MemoryStore, StateStore
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
+from ._strategies.concurrency import ConcurrencyLimit
+from ._strategies.overload import OverloadStatus
+from ._strategies.throttle import AdaptiveThrottle
 
 __all__ = [
+    "AdaptiveThrottle",
     "AttemptEvent",
     "Call",
     "CallOptions",
@@ -35,10 +39,12 @@ __all__ = [
     "Client",
     "ClientRegistry",
     "ClientSettings",
+    "ConcurrencyLimit",
     "HttpClientsSettings",
     "Instrument",
     "MemoryStore",
     "Outcome",
+    "OverloadStatus",
     "PoolLimits",
     "Refusal",
     "RetryBudget",

@@ -25,6 +25,7 @@ from ._strategies import OPTIONS, StrategyOptions
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
 from ._strategies.caching import HttpCache
+from ._strategies.overload import AdaptiveThrottle, ConcurrencyLimit, OverloadStatus, overload_status
 from ._types import (
     ClientConfig,
     EventHooks,
@@ -87,10 +88,12 @@ class Client(HttpMethods):
             outage upstream does not triple the load on it; `None` for no cap.
         circuit_breaker: Stop sending to an upstream that fails most attempts, for a while
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); off by default.
-        store: Where the retry budget and the breaker keep their counts; the client's own by default.
         chaos: Faults, statuses and latency to inject ([`Chaos`][fastapi_retry_http.chaos.Chaos]); off by default.
         cache: An RFC 9111 shared cache ([`HttpCache`][fastapi_retry_http.cache.HttpCache]); off by default.
         coalesce: Concurrent identical GET and HEAD calls share one upstream call; off by default.
+        store: Where the budget, the breaker and the throttle keep their counts (the client's own by default).
+        throttle: Refuse attempts while the upstream sheds load: an `AdaptiveThrottle`.
+        concurrency: Cap and adapt the attempts in flight: a `ConcurrencyLimit`.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
         keep_cookies: Store cookies from responses (`Set-Cookie`) and send them on later calls.
@@ -126,6 +129,8 @@ class Client(HttpMethods):
         chaos: Chaos | None = None,
         cache: HttpCache | None = None,
         coalesce: bool = False,
+        throttle: AdaptiveThrottle | None = None,
+        concurrency: ConcurrencyLimit | None = None,
     ) -> None:
         # The strategies' options, by name (declared once, in `_strategies.OPTIONS`), passed on as they are.
         options = cast(StrategyOptions, {key: value for key, value in locals().items() if key in OPTIONS})
@@ -186,6 +191,11 @@ class Client(HttpMethods):
         """The circuit breaker's state now (for health checks), or `None` without a breaker."""
         breaker = self._transport.breaker
         return None if breaker is None else breaker.status()
+
+    @property
+    def overload(self) -> OverloadStatus:
+        """The throttle's probability, the concurrency limit and the attempts in flight, now."""
+        return overload_status(self._transport.strategies.by_option)
 
     @property
     def base_url(self) -> httpx.URL:

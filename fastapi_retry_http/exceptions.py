@@ -23,8 +23,11 @@ Exception
         ├── DeadlineExceeded      (httpx.TimeoutException) the policy's overall deadline passed
         ├── AttemptTimeout        (httpx.ReadTimeout) one attempt took longer than attempt_timeout
         ├── CircuitOpenError      the client's circuit breaker is open: nothing was sent
+        ├── ThrottledError        the client's throttle or concurrency limit refused: nothing was sent
         ├── ResponseTooLargeError the response body is over max_response_bytes
-        └── InjectedFault         (httpx.ConnectError) a fault injected by chaos: nothing was sent
+        ├── InjectedFault         (httpx.ConnectError) a fault injected by chaos: nothing was sent
+        └── httpx.RemoteProtocolError
+            └── StreamRefused     an HTTP/2 server refused the stream unprocessed: resent
 ```
 """
 
@@ -41,6 +44,8 @@ __all__ = [
     "InjectedFault",
     "LifespanNotRunError",
     "ResponseTooLargeError",
+    "StreamRefused",
+    "ThrottledError",
     "UnknownClientError",
     "UnsafePathError",
     "UnsafeRedirectError",
@@ -160,4 +165,57 @@ class InjectedFault(httpx.ConnectError):
     def __init__(self, message: str, *, request: httpx.Request | None = None, client: str) -> None:
         super().__init__(message, request=request)
         self.client = client
+        self.retry_after = 0.0
+
+
+class ThrottledError(httpx.TransportError):
+    """
+    The client refused the call itself, to give an overloaded upstream room: nothing was sent.
+
+    Raised for a first attempt refused by the client's adaptive throttle (`reason` is
+    `"throttle"`) or its concurrency limit (`"concurrency"`: the limit stayed full for
+    `max_wait`). Never retried; a call already retrying returns its last outcome instead.
+
+    Attributes:
+        client: The client's name.
+        retry_after: Seconds after which another call may be let through (`0.0`: unknown;
+            a throttled call's chance is random, the next one may go at once).
+        reason: `"throttle"` or `"concurrency"`.
+    """
+
+    def __init__(self, message: str, *, client: str, retry_after: float = 0.0, reason: str) -> None:
+        super().__init__(message)
+        self.client = client
+        self.retry_after = retry_after
+        self.reason = reason
+
+
+class StreamRefused(httpx.RemoteProtocolError):
+    """
+    An HTTP/2 server did not process the request (RFC 9113, section 8.7): it reset the stream
+    with `REFUSED_STREAM`, or announced a GOAWAY whose last-stream-id is below the stream.
+
+    Raised by the httpx backend with `http2=True`, told apart from other resets by the error
+    code and stream ids h2 reports, never by the message. Since nothing was processed, the
+    request is retried whatever its method (a `POST` too), within the policy's `attempts`, on
+    a new stream or connection. Any other reset is a plain `httpx.RemoteProtocolError`, never
+    retried for a request that may not be resent.
+
+    Attributes:
+        error_code: The HTTP/2 error code (7, `REFUSED_STREAM`, for a refused stream; the
+            GOAWAY's own code otherwise).
+        stream_id: The stream the request was sent on, when known.
+        last_stream_id: The GOAWAY's last-stream-id, or `None` for a reset stream.
+        client: Empty: raised below the client, by its connection pool.
+        retry_after: `0.0`: the server said nothing of when to come back.
+    """
+
+    def __init__(
+        self, message: str, *, error_code: int, stream_id: int | None, last_stream_id: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+        self.stream_id = stream_id
+        self.last_stream_id = last_stream_id
+        self.client = ""
         self.retry_after = 0.0

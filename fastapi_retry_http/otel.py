@@ -36,6 +36,7 @@ from opentelemetry.util.types import AttributeValue
 
 from ._pipeline.events import AttemptEvent
 from ._pipeline.send import INJECTED_EXTENSION
+from ._safety.redact import redacted_query, url_without_query
 
 __all__ = ["DURATION_BUCKETS", "KNOWN_METHODS", "OpenTelemetry"]
 
@@ -71,7 +72,7 @@ class OpenTelemetry:
     An instrument that makes one CLIENT span per attempt and records its duration.
 
     Span attributes: `http.request.method`, `server.address`, `server.port`, `url.full`
-    (query values replaced by `REDACTED`, no userinfo), `http.response.status_code`,
+    (query values replaced by `REDACTED`, a bare token whole; no userinfo), `http.response.status_code`,
     `error.type` (the error's class, or the status code from 400 up),
     `network.protocol.version`, and `http.request.resend_count` on attempts after the first;
     `fastapi_retry_http.injected` (`true`, on the duration too) when chaos acted on the attempt
@@ -178,13 +179,9 @@ def _is_cancellation(error: BaseException) -> bool:
 
 
 def redacted_url(url: httpx.URL) -> str:
-    """`url` for `url.full`: no userinfo, no fragment, every query value replaced by `REDACTED`."""
-    where = f"{url.scheme}://{url.netloc.decode('ascii')}{url.path}"
-    if not url.query:
-        return where
-    # The raw query split by hand: parsing it into `url.params` costs more than the span.
-    keys = (part.partition(b"=")[0].decode("ascii") for part in url.query.split(b"&") if part)
-    return f"{where}?" + "&".join(f"{key}={REDACTED}" for key in keys)
+    """`url` for `url.full`: no userinfo, no fragment, every query value replaced by `REDACTED` (a bare token whole)."""
+    where, query = url_without_query(url), redacted_query(url, REDACTED)
+    return f"{where}?{query}" if query else where
 
 
 def warn_if_httpx_instrumented() -> bool:

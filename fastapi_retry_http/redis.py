@@ -38,6 +38,8 @@ Cluster hash tag: one client's keys sit on one slot):
 - `fastapi_retry_http:{billing}:tripped`: present from opening until a probe succeeds.
 - `fastapi_retry_http:{billing}:probe`: the half-open probe lease (`SET NX PX`), by token.
 - `fastapi_retry_http:{billing}:closed`: a marker that changes with every close by a probe.
+- `fastapi_retry_http:{billing}:throttle:<window ms>` hash `r<bucket>`/`a<bucket>`: the
+  adaptive throttle's requests and accepts per twentieth of the window (its own script).
 """
 
 from __future__ import annotations
@@ -51,10 +53,12 @@ from typing import Any, Final, Self
 
 from ._stores.fleet import DEFAULT_PREFIX, FleetBreakerState, FleetBudgetCounter
 from ._stores.fleet_sync import SCRIPT
+from ._stores.fleet_throttle import THROTTLE_SCRIPT, FleetThrottleCounter, sync_throttle
 from ._stores.redis_sync import Entry, sync
 from ._stores.redis_urls import redacted as redacted  # re-exported: tests and logs use it
 from ._strategies.breaker import CircuitBreaker
 from ._strategies.budget import RetryBudget
+from ._strategies.throttle import AdaptiveThrottle
 
 try:
     import redis.asyncio as _redis
@@ -125,6 +129,7 @@ class RedisStore:
         self._clients: dict[str, Entry] = {}
         self._redis: Any = None
         self._script: Any = None
+        self._throttle_script: Any = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         #: Whether the last flush reached Redis.
@@ -150,6 +155,13 @@ class RedisStore:
             entry.breaker = FleetBreakerState(breaker)
         return entry.breaker
 
+    def throttle_counter(self, client: str, throttle: AdaptiveThrottle) -> FleetThrottleCounter:
+        """`client`'s throttle counts: local, with the fleet's merged in."""
+        entry = self._entry(client)
+        if entry.throttle is None or entry.throttle.config != throttle:
+            entry.throttle = FleetThrottleCounter(throttle)
+        return entry.throttle
+
     def _entry(self, client: str) -> Entry:
         entry = self._clients.get(client)
         if entry is None:
@@ -172,6 +184,7 @@ class RedisStore:
                 single_connection_client=True,
             )
             self._script = self._redis.register_script(SCRIPT)
+            self._throttle_script = self._redis.register_script(THROTTLE_SCRIPT)
         except Exception as error:  # a malformed URL: the store stays local for good
             logger.warning(
                 "Redis store %s cannot be used (%s); budgets and breakers use this process's counts only.",
@@ -261,21 +274,25 @@ class RedisStore:
             entry.budget.fleet = None
         if entry.breaker is not None:
             entry.breaker.go_local()
+        if entry.throttle is not None:
+            entry.throttle.fleet = None
 
     async def _sync(self, entry: Entry) -> None:
         reply = await sync(entry, self._script, self.interval, self._probe_lease)
         if reply is None or reply.dropped:
             self._distrust(entry)
+        if entry.throttle is not None:
+            key = f"{entry.base}:throttle:{round(entry.throttle.config.window * 1000)}"
+            await sync_throttle(self._throttle_script, key, entry.name, entry.throttle)
 
     def _distrust(self, entry: Entry) -> None:
         """Values in Redis that are not ours were dropped or cut: say so once per client."""
         if entry.warned:
             return
-        entry.warned = True
+        entry.warned = True  # once per client: the values are dropped at every flush
         logger.warning(
-            "%s: Redis store %s held values this library did not write (not numbers, negative, too large, "
-            "dated in the future, or a break longer than max_break_duration); they were ignored. "
-            "Does another app use the prefix %r?",
+            "%s: Redis store %s held values this library did not write (not numbers, negative, too large, dated "
+            "in the future, or a break past max_break_duration); they were ignored. Another app on prefix %r?",
             entry.name,
             redacted(self._url),
             self.prefix,

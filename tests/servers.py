@@ -46,6 +46,7 @@ class Upstream:
 
     def __init__(self) -> None:
         self._scripts: dict[str, deque[Reply]] = defaultdict(deque)
+        self._cycles: dict[str, list[int]] = {}
         self.hits: Counter[str] = Counter()
         self.seen: dict[str, list[tuple[dict[str, str], bytes]]] = defaultdict(list)
         self.client_ports: set[int] = set()
@@ -69,11 +70,16 @@ class Upstream:
         event = self._holds[path] = threading.Event()
         return event
 
+    def cycle(self, path: str, *statuses: int) -> None:
+        """Answer `path` with `statuses` in turn, over and over (after its script), until reset."""
+        self._cycles[path] = list(statuses)
+
     def reset(self) -> None:
         for event in self._holds.values():
             event.set()
         self._holds.clear()
         self._scripts.clear()
+        self._cycles.clear()
         self.hits.clear()
         self.seen.clear()
         self.client_ports.clear()
@@ -94,7 +100,8 @@ class Upstream:
         if held is not None:
             await asyncio.to_thread(held.wait, 10)
         script = self._scripts[path]
-        reply = script.popleft() if script else Reply()
+        cycle = self._cycles.get(path)
+        reply = script.popleft() if script else Reply(cycle[(self.hits[path] - 1) % len(cycle)]) if cycle else Reply()
         if path.startswith("/echo"):
             reply = Reply(body=body or request.url.query.encode())
         # The Date uvicorn would add is written here instead, so that a script can set its own.

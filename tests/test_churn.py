@@ -123,10 +123,12 @@ async def test_soak_through_a_fault_injecting_upstream() -> None:
     assert open_sockets() <= sockets_before
 
 
-async def test_a_cancelled_call_never_delivers_its_cancellation_inside_httpcore() -> None:
+async def test_a_call_cancelled_before_its_request_is_written_never_gets_the_cancellation_inside_httpcore() -> None:
     """
     The deterministic guard for the shield of the httpx backend: the churn test above only
-    caught a missing shield in 0 or 1 runs of 10.
+    caught a missing shield in 0 or 1 runs of 10. This pool emits no trace event, so the
+    attempt never reaches a point where it is written or could stop: it runs to its end in
+    the background. (tests/test_cancel_safe.py covers each point an attempt can be at.)
     """
     started, release = asyncio.Event(), asyncio.Event()
     seen: list[str] = []

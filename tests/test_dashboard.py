@@ -22,6 +22,7 @@ from fastapi_retry_http import (
     CircuitEvent,
     Client,
     ClientRegistry,
+    MemoryStore,
     RetryBudget,
     clients_lifespan,
     get_client,
@@ -198,7 +199,7 @@ class TestClientsJson:
         assert (billing["recorded"], billing["attempts"], billing["outcomes"]) == (False, [], {})
 
     def test_a_shared_store_labels_the_fleets_state(self, upstream: Upstream) -> None:
-        class FleetStore:
+        class FleetStore(MemoryStore):
             def budget_counter(self, client: str, budget: RetryBudget) -> BudgetCounter:
                 counter = FleetBudgetCounter(budget)
                 counter.fleet = (40, 3)  # the fleet's requests and retries at the last flush
@@ -208,12 +209,6 @@ class TestClientsJson:
                 state = FleetBreakerState(breaker)
                 state.fleet = (10, 1)
                 return state
-
-            async def start(self) -> None:
-                pass
-
-            async def aclose(self) -> None:
-                pass
 
         configs = {"billing": {"base_url": upstream.url, "circuit_breaker": {}}}
         app = FastAPI(lifespan=clients_lifespan(configs, registry=ClientRegistry(), store=FleetStore()))

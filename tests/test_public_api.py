@@ -11,6 +11,7 @@ import fastapi_retry_http
 from fastapi_retry_http import cache, chaos, dashboard, exceptions, otel, prometheus, testing
 
 PUBLIC = {
+    "AdaptiveThrottle",
     "AttemptEvent",
     "Call",
     "CallOptions",
@@ -25,8 +26,10 @@ PUBLIC = {
     "Client",
     "ClientRegistry",
     "ClientSettings",
+    "ConcurrencyLimit",
     "HttpClientsSettings",
     "MemoryStore",
+    "OverloadStatus",
     "PoolLimits",
     "RetryBudget",
     "RetryPolicy",

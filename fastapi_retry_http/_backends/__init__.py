@@ -2,7 +2,7 @@
 The backends: the connection pools attempts are sent through, behind httpx's transport API.
 
 - `aiohttp` (the default): aiohttp's pool, several times faster, safe under cancellation.
-- `httpx`: httpx's own pool, needed for HTTP/2, shielded from cancellation.
+- `httpx`: httpx's own pool, needed for HTTP/2, cancelled only where httpcore is safe under it.
 
 Both implement `protocol.Backend`; one that must not see a caller's cancellation mid-attempt
 also implements `protocol.Shielding`, which the pipeline honours.
@@ -46,5 +46,6 @@ def default_transport(
     if backend == "aiohttp" and not http2:  # aiohttp speaks HTTP/1.1 only
         return AiohttpTransport(ssl_context=tls_context(verify, False), limits=limits, proxy=proxy)
     return CancelSafeTransport(
-        httpx.AsyncHTTPTransport(verify=tls_context(verify, http2), http2=http2, limits=limits, proxy=proxy)
+        httpx.AsyncHTTPTransport(verify=tls_context(verify, http2), http2=http2, limits=limits, proxy=proxy),
+        http2=http2,
     )

@@ -17,20 +17,17 @@ by their text.
 from __future__ import annotations
 
 import asyncio
-import math
 import ssl
 from collections.abc import AsyncIterator
 from typing import Any, Final
 
 import aiohttp
 import httpx
-from multidict import CIMultiDict
-from yarl import URL
 
 from .._pipeline.attempts import call_options
 from ..exceptions import ClientClosedError
 from .aiohttp_errors import httpx_error, safe_cause
-from .aiohttp_session import SKIP_AUTO_HEADERS, Connector, Request, adds_headers
+from .aiohttp_session import SKIP_AUTO_HEADERS, Connector, Request, RequestParts, adds_headers, keepalive, seconds
 from .aiohttp_upload import Upload, WriteTimedOut, upload
 
 __all__ = ["AiohttpTransport"]
@@ -88,6 +85,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._cut: set[asyncio.Task[Any]] = set()
         self._open_responses: set[aiohttp.ClientResponse] = set()
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+        self._parts = RequestParts()
 
     def _open(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore | None]:
         if self._closed:
@@ -103,7 +101,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 limit_per_host=0,
                 force_close=idle == 0,
                 # aiohttp refuses a keep-alive timeout alongside force_close.
-                keepalive_timeout=None if idle == 0 else _keepalive(self._limits.keepalive_expiry),
+                keepalive_timeout=None if idle == 0 else keepalive(self._limits.keepalive_expiry),
                 ssl=self._ssl_context,
             )
             self._session = aiohttp.ClientSession(
@@ -140,23 +138,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self, session: aiohttp.ClientSession, slots: asyncio.Semaphore | None, request: httpx.Request
     ) -> httpx.Response:
         timeouts = request.extensions.get("timeout", {})
-        await self._acquire(slots, _seconds(timeouts.get("pool")), request)
+        await self._acquire(slots, seconds(timeouts.get("pool")), request)
         try:
-            payload = upload(request, _seconds(timeouts.get("write")))
+            payload = upload(request, seconds(timeouts.get("write")))
             try:
-                # Not the caller's Transfer-Encoding: aiohttp chunks a body of unknown length
-                # itself and refuses the header alongside its own. A multidict, which aiohttp
-                # takes as it is (a list it copies into one).
-                headers = CIMultiDict(
-                    [
-                        (k.decode("latin-1"), v.decode("latin-1"))
-                        for k, v in request.headers.raw
-                        if k.lower() != b"transfer-encoding"
-                    ]
-                )
+                headers = self._parts.headers(request.headers.raw)
                 response = await session.request(
                     request.method,
-                    URL(str(request.url), encoded=True),
+                    self._parts.url(request.url),
                     headers=headers,
                     skip_auto_headers=SKIP_AUTO_HEADERS if adds_headers(request.method, headers, payload) else None,
                     data=payload,
@@ -214,7 +203,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         # Read, as `Response.read()` would leave it. Not through it: it would run the body
         # through httpx's decoder chain, a no-op for an identity body, at a third of the
-        # transport's own cost (measured). tests/test_aiohttp_backend.py pins this to httpx.
+        # transport's own cost (measured). tests/test_reaches.py pins this to httpx.
         result._content = body
         result.is_stream_consumed = True
         result.is_closed = True  # nothing left to close: the connection is back in the pool
@@ -222,7 +211,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
         """httpx's connect and read timeouts as aiohttp's, one immutable object per pair."""
-        key = (_seconds(timeouts.get("connect")), _seconds(timeouts.get("read")))
+        key = (seconds(timeouts.get("connect")), seconds(timeouts.get("read")))
         timeout = self._timeouts.get(key)
         if timeout is None:
             if len(self._timeouts) >= _TIMEOUTS_KEPT:
@@ -261,18 +250,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
-
-
-def _seconds(value: float | None) -> float | None:
-    # httpx spells "no limit" None; inf would overflow aiohttp's and asyncio's timers.
-    return None if value is None or value == math.inf else value
-
-
-def _keepalive(value: float | None) -> float:
-    # httpx spells "idle connections never expire" None; aiohttp 3.14.0 compares with
-    # its keep-alive timeout, so None fails there: a day stands for "never".
-    seconds = _seconds(value)
-    return 24 * 3600.0 if seconds is None else seconds
 
 
 class _ResponseStream(httpx.AsyncByteStream):

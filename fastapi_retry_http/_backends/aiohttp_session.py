@@ -5,14 +5,17 @@ and when to tell aiohttp which headers of its own to leave out.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Final
 
 import aiohttp
+import httpx
 from multidict import CIMultiDict
+from yarl import URL
 
 from .aiohttp_upload import Upload
 
-__all__ = ["SKIP_AUTO_HEADERS", "Connector", "Request", "adds_headers"]
+__all__ = ["SKIP_AUTO_HEADERS", "Connector", "Request", "RequestParts", "adds_headers", "keepalive", "seconds"]
 
 # aiohttp adds these unless told not to; httpx already set the ones it wants.
 SKIP_AUTO_HEADERS: Final = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
@@ -62,3 +65,51 @@ class Request(aiohttp.ClientRequest):
         # (*args: the signature changed between aiohttp 3.11 and 3.12.)
         if body is not None:
             super().update_body_from_data(body, *args, **kwargs)
+
+
+def seconds(value: float | None) -> float | None:
+    """httpx's seconds as aiohttp's: `None` for no limit."""
+    # httpx spells "no limit" None; inf would overflow aiohttp's and asyncio's timers.
+    return None if value is None or value == math.inf else value
+
+
+def keepalive(value: float | None) -> float:
+    """httpx's keep-alive expiry as aiohttp's keep-alive timeout."""
+    # httpx spells "idle connections never expire" None; aiohttp 3.14.0 compares with
+    # its keep-alive timeout, so None fails there: a day stands for "never".
+    limit = seconds(value)
+    return 24 * 3600.0 if limit is None else limit
+
+
+class RequestParts:
+    """An `httpx.Request`'s headers and URL as aiohttp takes them, the last of each kept."""
+
+    __slots__ = ("_last_headers", "_last_raw", "_last_url", "_last_yarl")
+
+    def __init__(self) -> None:
+        self._last_raw: list[tuple[bytes, bytes]] = []
+        self._last_headers: CIMultiDict[str] = CIMultiDict()
+        self._last_url: httpx.URL | None = None
+        self._last_yarl = URL()
+
+    def headers(self, raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+        """
+        The request's headers as aiohttp takes them, the last ones kept: most calls send the
+        headers the call before sent (aiohttp copies them, never changes them).
+        """
+        if raw != self._last_raw:
+            # Not the caller's Transfer-Encoding: aiohttp chunks a body of unknown length
+            # itself and refuses the header alongside its own. A multidict, which aiohttp
+            # takes as it is (a list it copies into one).
+            self._last_headers = CIMultiDict(
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw if k.lower() != b"transfer-encoding"]
+            )
+            self._last_raw = raw
+        return self._last_headers
+
+    def url(self, url: httpx.URL) -> URL:
+        """httpx's URL as yarl's, the last one kept (a client calls the same paths over and over)."""
+        if url is not self._last_url:  # the lean path hands the same URL object for a path
+            self._last_yarl = URL(str(url), encoded=True)
+            self._last_url = url
+        return self._last_yarl

@@ -13,9 +13,13 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    PlainSerializer,
     PositiveFloat,
     PositiveInt,
     TypeAdapter,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
 )
 
 from .._defaults import DEFAULT_BUDGET, DEFAULT_LIMITS, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT
@@ -25,6 +29,8 @@ from .._safety.urls import base_url_problem
 from .._strategies.breaker import CircuitBreaker
 from .._strategies.budget import RetryBudget
 from .._strategies.caching import HttpCache
+from .._strategies.concurrency import ConcurrencyLimit
+from .._strategies.throttle import AdaptiveThrottle
 from ..chaos import ALLOW_CHAOS_ENV, Chaos
 
 __all__ = ["ClientSettings", "PoolLimits"]
@@ -86,9 +92,36 @@ def _chaos_allowed(chaos: Chaos | None) -> Chaos | None:
     return chaos
 
 
+#: How the default size cap is written in a dump, and may be written in the environment.
+DEFAULT_CAP_WORD = "default"
+
+
+def _size_cap(value: object, handler: ValidatorFunctionWrapHandler) -> object:
+    # The default cap (buffered calls only) is not the number it reads as: a number caps
+    # streams too. So it dumps as "default" and validates back to itself, and a settings
+    # round trip (`model_validate(model_dump())`, JSON included) leaves streams uncapped.
+    if isinstance(value, type(DEFAULT_MAX_RESPONSE_BYTES)):
+        return DEFAULT_MAX_RESPONSE_BYTES
+    if isinstance(value, str) and value.strip().lower() == DEFAULT_CAP_WORD:
+        return DEFAULT_MAX_RESPONSE_BYTES
+    return handler(value)
+
+
+def _dump_size_cap(value: int | None) -> int | str | None:
+    return DEFAULT_CAP_WORD if isinstance(value, type(DEFAULT_MAX_RESPONSE_BYTES)) else value
+
+
 HttpUrlStr = Annotated[str, AfterValidator(_http_url)]
 ProxyUrlStr = Annotated[str, AfterValidator(_proxy_url)]
 VerifyValue = Annotated[bool | str, BeforeValidator(_verify)]
+SizeCap = Annotated[
+    PositiveInt | None,
+    WrapValidator(_size_cap),
+    PlainSerializer(_dump_size_cap),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "exclusiveMinimum": 0}, {"const": DEFAULT_CAP_WORD}, {"type": "null"}]}
+    ),
+]
 
 
 class PoolLimits(BaseModel):
@@ -146,8 +179,9 @@ class ClientSettings(BaseModel):
             directory, which must exist.
         proxy: A proxy URL for every request.
         follow_redirects: Follow redirects (off by default).
-        max_response_bytes: Refuse response bodies larger than this (decoded). Unset: 32 MiB
-            for buffered calls, none for streamed ones; a number caps both; `null` lifts it.
+        max_response_bytes: Refuse response bodies larger than this (decoded). Unset (or
+            `default`, as a dump writes it): 32 MiB for buffered calls, none for streamed
+            ones; a number caps both; `null` lifts it.
         retry: The retry policy, [`RetryPolicy`][fastapi_retry_http.RetryPolicy] itself.
         backend: The connection pool: `aiohttp` or `httpx`; unset means the library's
             default (`aiohttp`).
@@ -163,6 +197,10 @@ class ClientSettings(BaseModel):
         cache: An RFC 9111 shared cache ([`HttpCache`][fastapi_retry_http.cache.HttpCache],
             the `[cache]` extra); unset for none. `HTTP_CLIENTS__RATES__CACHE__STORAGE=sqlite`.
         coalesce: Concurrent identical GET and HEAD calls share one upstream call.
+        throttle: Refuse attempts locally while the upstream sheds load
+            ([`AdaptiveThrottle`][fastapi_retry_http.AdaptiveThrottle]); unset for none.
+        concurrency: Cap (and adapt) the attempts in flight
+            ([`ConcurrencyLimit`][fastapi_retry_http.ConcurrencyLimit]); unset for none.
     """
 
     model_config = _FORBID
@@ -175,7 +213,11 @@ class ClientSettings(BaseModel):
     verify: VerifyValue = True
     proxy: ProxyUrlStr | None = Field(default=None, repr=False)
     follow_redirects: bool = False
-    max_response_bytes: PositiveInt | None = DEFAULT_MAX_RESPONSE_BYTES
+    # A factory, not a default: pydantic cannot write the default cap's int subclass into a
+    # JSON schema (it warns), so the schema states the default as it is dumped.
+    max_response_bytes: SizeCap = Field(
+        default_factory=lambda: DEFAULT_MAX_RESPONSE_BYTES, json_schema_extra={"default": DEFAULT_CAP_WORD}
+    )
     retry: RetryPolicy = RetryPolicy()
     backend: Literal["aiohttp", "httpx"] | None = None
     retry_budget: RetryBudget | None = DEFAULT_BUDGET
@@ -184,6 +226,8 @@ class ClientSettings(BaseModel):
     chaos: Annotated[Chaos | None, AfterValidator(_chaos_allowed)] = None
     cache: HttpCache | None = None
     coalesce: bool = False
+    throttle: AdaptiveThrottle | None = None
+    concurrency: ConcurrencyLimit | None = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """

@@ -18,7 +18,7 @@ __all__ = ["Waiting"]
 class Waiting:
     """An admission in progress: strategy `index` waits for a slot, the later ones are still to ask."""
 
-    __slots__ = ("_admit", "_call", "_index", "_release", "_waiting")
+    __slots__ = ("_admit", "_call", "_index", "_release", "_waiting", "started")
 
     def __init__(
         self,
@@ -30,10 +30,13 @@ class Waiting:
     ) -> None:
         self._admit, self._release = admit, release
         self._call, self._index, self._waiting = call, index, waiting
+        #: Whether `wait()` began: if not, and the call goes away, `abandon()` releases the slot.
+        self.started = False
 
     async def wait(self) -> Refusal | None:
         """Wait for the slot, then ask the strategies after it."""
         call, index = self._call, self._index
+        self.started = True
         try:
             answer = await self._waiting
         except asyncio.CancelledError:

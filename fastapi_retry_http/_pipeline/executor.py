@@ -31,7 +31,7 @@ __all__ = ["Executor"]
 class Executor:
     """Sends the attempts of one client's calls through its strategies and its sender."""
 
-    __slots__ = ("_instruments", "_scoped", "gates", "sender")
+    __slots__ = ("_instruments", "_scoped", "gates", "sender", "timed")
 
     def __init__(self, sender: Sender, gates: Sequence[Gate], instruments: Instruments) -> None:
         self.sender = sender
@@ -39,12 +39,15 @@ class Executor:
         self.gates = tuple(gates)
         self._instruments = instruments
         self._scoped = instruments.scoped  # instruments told before each attempt (tracing)
+        #: Whether attempts are timed without an instrument (a latency estimate learns from them).
+        self.timed = False
 
     async def attempt(self, call: Call, lost: Callable[[], bool] | None = None) -> Outcome:
         """One attempt through the send, classify and record stages."""
         call.attempt += 1
         number = call.attempt
-        started = time.perf_counter() if self._instruments else 0.0
+        timed = self._instruments or self.timed
+        started = time.perf_counter() if timed else 0.0
         request, policy = call.request, call.policy
         scopes = self._instruments.start(request, number, call.client) if self._scoped else None
         try:
@@ -59,10 +62,11 @@ class Executor:
             if scopes is not None:
                 scopes.end(None, gone)
             cancelled = Outcome(cancelled=True, attempt=number)
+            if timed:
+                cancelled.duration = time.perf_counter() - started
             for gate in self.gates:
                 gate.record(call, cancelled)
             if self._instruments:
-                cancelled.duration = time.perf_counter() - started
                 kind = "hedge_lost" if lost is not None and lost() else "cancelled"
                 self._instruments.emit(event(call, cancelled, kind))
             raise
@@ -72,10 +76,10 @@ class Executor:
         outcome.attempt = number
         if self.sender.interceptors:  # chaos: the attempts it acted on are marked on the request
             outcome.injected = number in request.extensions.get(INJECTED_EXTENSION, ())
-        if self._instruments:
+        if timed:
             outcome.duration = time.perf_counter() - started
-            if scopes is not None:
-                scopes.end(outcome.response, outcome.error)
+        if scopes is not None:
+            scopes.end(outcome.response, outcome.error)
         for gate in self.gates:
             gate.record(call, outcome)
         return outcome
@@ -94,12 +98,12 @@ class Executor:
             if isinstance(answer, Refusal):
                 if answer.error is None and call.attempt == 0:
                     continue  # a refusal with nothing to raise lets a first attempt go
-                self._release(call, index, Outcome(refusal=answer, attempt=call.attempt + 1))
+                self.release(call, index, Outcome(refusal=answer, attempt=call.attempt + 1))
                 return answer
-            return Waiting(self.admit, self._release, call, index, answer)
+            return Waiting(self.admit, self.release, call, index, answer)
         return None
 
-    def _release(self, call: Call, index: int, outcome: Outcome) -> None:
+    def release(self, call: Call, index: int, outcome: Outcome) -> None:
         """Tell the strategies before `index`, which admitted the attempt, that it was never sent."""
         for gate in self.gates[:index]:
             gate.record(call, outcome)

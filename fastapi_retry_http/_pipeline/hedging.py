@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .attempts import Call, Outcome
 from .strategy import Refusal
@@ -20,9 +20,18 @@ from .strategy import Refusal
 if TYPE_CHECKING:
     from .admission import Waiting
 
-__all__ = ["race"]
+__all__ = ["Pace", "race"]
 
 Attempt = Callable[[Callable[[], bool]], Awaitable[Outcome]]
+
+
+class Pace(Protocol):
+    """A hedged call's delay (fixed or learned), and the hedge budget its hedges on time draw on."""
+
+    delay: float | None  # `None`: no hedge on time (still learning); a failure still starts one
+
+    def take(self) -> bool:
+        """A hedge is due on time: whether the hedge budget allows it."""
 
 
 async def race(
@@ -30,6 +39,7 @@ async def race(
     attempt: Attempt,
     admit: Callable[[], Refusal | Waiting | None],
     superseded: Callable[[Outcome, str], Awaitable[None]],
+    pace: Pace | None = None,
 ) -> tuple[Outcome, str | None]:
     """
     Run hedged attempts of `call`: the winner (or the last failure), and why hedging stopped
@@ -39,15 +49,29 @@ async def race(
     race (rather than the caller going away). `superseded(outcome, kind)` releases an attempt's
     outcome that will not be returned and tells of it: `"retry"` for a failure that another
     attempt followed, `"hedge_lost"` for an answer that came after the winner's. So every
-    attempt sent has exactly one event, as a retried call's attempts have.
+    attempt sent has exactly one event, as a retried call's attempts have. `pace` gives the
+    delay (the policy's seconds, or a learned percentile) and the hedge budget; without it,
+    the policy's seconds, unbudgeted.
     """
-    return await _Race(call, attempt, admit, superseded).run()
+    return await _Race(call, attempt, admit, superseded, pace).run()
 
 
 class _Race:
     """The hedged attempts of one call, in flight and done."""
 
-    __slots__ = ("_admit", "_attempt", "_superseded", "call", "decided", "last", "launched", "running", "stopped")
+    __slots__ = (
+        "_admit",
+        "_attempt",
+        "_pace",
+        "_pending",
+        "_superseded",
+        "call",
+        "decided",
+        "last",
+        "launched",
+        "running",
+        "stopped",
+    )
 
     def __init__(
         self,
@@ -55,8 +79,11 @@ class _Race:
         attempt: Attempt,
         admit: Callable[[], Refusal | Waiting | None],
         superseded: Callable[[Outcome, str], Awaitable[None]],
+        pace: Pace | None,
     ) -> None:
         self.call, self._attempt, self._admit, self._superseded = call, attempt, admit, superseded
+        self._pace = pace
+        self._pending: list[Waiting] = []  # hedges admitted on condition of a wait
         self.running: set[asyncio.Task[Outcome]] = set()
         self.decided = False  # a winner is known: attempts cancelled from now on lost the race
         self.stopped: str | None = None
@@ -64,8 +91,9 @@ class _Race:
         self.launched = 0
 
     async def run(self) -> tuple[Outcome, str | None]:
-        delay = self.call.policy.hedge_after
-        assert delay is not None
+        pace = self._pace
+        delay = pace.delay if pace is not None else self.call.policy.hedge_after
+        assert not isinstance(delay, str)
         attempts = self.call.policy.attempts
         self._launch(None)
         try:
@@ -80,6 +108,9 @@ class _Race:
                     return winner, None
                 if more and (not done or not self.running):
                     # The delay passed with no answer, or every attempt failed: the next hedge.
+                    if not done and pace is not None and not pace.take():
+                        delay = None  # the hedge budget is spent: no more hedges on time for this call
+                        continue
                     admission = self._admit()
                     if isinstance(admission, Refusal):
                         self.stopped = admission.reason
@@ -92,8 +123,13 @@ class _Race:
             for task in self.running:
                 task.cancel()
             await asyncio.gather(*self.running, return_exceptions=True)
+            for pending in self._pending:
+                if not pending.started:  # its task was cancelled before it ran: the slot goes back
+                    pending.abandon()
 
     def _launch(self, pending: Waiting | None) -> None:
+        if pending is not None:
+            self._pending.append(pending)
         attempt = self._attempt(self._lost) if pending is None else self._after(pending)
         self.running.add(asyncio.ensure_future(attempt))
         self.launched += 1

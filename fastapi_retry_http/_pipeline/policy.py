@@ -17,6 +17,7 @@ from typing import Final
 
 import httpx
 
+from ..exceptions import StreamRefused
 from .checks import first_problem, is_count, is_seconds
 
 __all__ = ["RetryPolicy"]
@@ -51,6 +52,12 @@ _DISCONNECT_MARKERS: Final = (
 _AT_LEAST_1: Final = "must be a finite number of at least 1"
 _STATUS_CODES: Final = "must be HTTP status codes (100-599)"
 _OPTIONAL_SECONDS: Final = "must be a positive number of seconds, or None"
+_HEDGE_AFTER: Final = "must be a number of seconds (zero or more), a percentile from 'p50' to 'p99.9', or None"
+
+#: A hedge percentile as `hedge_after` spells it: "p95", "p99.9" (one decimal at most).
+_PERCENTILE: Final = re.compile(r"p(\d\d(?:\.\d)?)")
+#: The percentiles `hedge_after` accepts: below p50 most calls would be hedged; p100 is never reached.
+PERCENTILE_RANGE: Final = (50.0, 99.9)
 
 # RFC 9110's obsolete asctime date ("Sun Nov  6 08:49:37 1994"): GMT, with no zone written.
 _ASCTIME: Final = re.compile(r"[A-Za-z]{3} [A-Za-z]{3} [ \d]\d \d\d:\d\d:\d\d \d{4}")
@@ -85,6 +92,10 @@ class RetryPolicy:
             response after this many seconds, gets another attempt in parallel, and so on up
             to `attempts` in flight; the first acceptable response wins and the others are
             cancelled. Hedges take from the retry budget. After the hedges, no retries.
+            A percentile from `"p50"` to `"p99.9"` (`"p95"`) learns the delay instead: that
+            percentile of the client's recent attempt durations, within a hedge budget (see
+            the Resilience page); a number in a string (`"0.05"`, from the environment) is
+            seconds.
         attempt_timeout: Wall-clock seconds one attempt may take, connect to body read (for
             calls that are not streamed); `None` for no cap. Past it the attempt is
             cancelled and raises
@@ -101,7 +112,7 @@ class RetryPolicy:
     statuses: frozenset[int] = DEFAULT_STATUSES
     methods: frozenset[str] = frozenset()
     retry_after_max: float = 60.0
-    hedge_after: float | None = None
+    hedge_after: float | str | None = None
     attempt_timeout: float | None = None
 
     def __post_init__(self) -> None:
@@ -109,6 +120,7 @@ class RetryPolicy:
         # methods in upper case as httpx sends them.
         object.__setattr__(self, "statuses", frozenset(self.statuses))
         object.__setattr__(self, "methods", frozenset(m.upper() for m in self.methods))
+        object.__setattr__(self, "hedge_after", _seconds_or_percentile(self.hedge_after))
         problem = self._problem()
         if problem is not None:
             raise ValueError(f"RetryPolicy.{problem}")
@@ -125,12 +137,22 @@ class RetryPolicy:
                 ("wait_exp_base", self.wait_exp_base >= 1 and math.isfinite(self.wait_exp_base), _AT_LEAST_1),
                 ("statuses", all(is_count(s, 100) and s <= 599 for s in self.statuses), _STATUS_CODES),
                 ("methods", all(m.isalpha() for m in self.methods), "must be HTTP method names"),
-                ("hedge_after", is_seconds(self.hedge_after, zero=True, none=True), _OPTIONAL_SECONDS),
+                ("hedge_after", self._hedge_after_valid(), _HEDGE_AFTER),
                 ("hedge_after", self.hedge_after is None or self.attempts > 1, "needs attempts of at least 2"),
                 ("attempt_timeout", is_seconds(self.attempt_timeout, none=True), _OPTIONAL_SECONDS),
                 ("attempt_timeout", not self._attempt_timeout_past_deadline(), "must not exceed the deadline"),
             ]
         )
+
+    def _hedge_after_valid(self) -> bool:
+        if isinstance(self.hedge_after, str):
+            return self.hedge_percentile is not None
+        return is_seconds(self.hedge_after, zero=True, none=True)
+
+    @property
+    def hedge_percentile(self) -> float | None:
+        """The percentile `hedge_after` names (`95.0` for `"p95"`), or `None` for a fixed delay."""
+        return percentile_of(self.hedge_after) if isinstance(self.hedge_after, str) else None
 
     def _attempt_timeout_past_deadline(self) -> bool:
         return None not in (self.attempt_timeout, self.deadline) and self.attempt_timeout > self.deadline  # type: ignore[operator]
@@ -166,6 +188,27 @@ class RetryPolicy:
         return ceiling * random if self.jitter else ceiling
 
 
+def percentile_of(value: str) -> float | None:
+    """`95.0` for `"p95"`: a percentile within `PERCENTILE_RANGE`, or `None` for anything else."""
+    match = _PERCENTILE.fullmatch(value)
+    if match is None:
+        return None
+    percentile = float(match[1])
+    low, high = PERCENTILE_RANGE
+    return percentile if low <= percentile <= high else None
+
+
+def _seconds_or_percentile(value: float | str | None) -> float | str | None:
+    # From the environment every value is a string, and `float | str` keeps it one: "0.05"
+    # is seconds. Anything else stays as given, for the check to name.
+    if isinstance(value, str) and not value.startswith("p"):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _power(base: float, exponent: int) -> float:
     """`base ** exponent`, or infinity where that overflows a float (`1e6 ** 60` does)."""
     try:
@@ -178,14 +221,15 @@ def error_phase(error: BaseException) -> str:
     """
     Where an attempt failed: `"connect"`, `"sent"` or `"never"` (not retried at all).
 
-    - `"connect"`: the request never left (connection refused, connect timeout).
+    - `"connect"`: the request never left (connection refused, connect timeout), or an
+      HTTP/2 server refused it unprocessed (`StreamRefused`).
     - `"sent"`: the server may have seen it (read/write failures and timeouts, a connection
       closed before or while the response arrived, a truncated body).
     - `"never"`: retrying cannot help or would hide a problem: `PoolTimeout` (local
       back-pressure), TLS failures, a server that does not speak HTTP, local errors,
       cancellation, and anything that is not an httpx transport error.
     """
-    if isinstance(error, httpx.ConnectTimeout):
+    if isinstance(error, httpx.ConnectTimeout | StreamRefused):
         return "connect"
     if isinstance(error, httpx.ConnectError):
         return "never" if _caused_by_tls(error) else "connect"

@@ -37,6 +37,7 @@ from .._stores.memory import MemoryStore, StateStore
 from .._strategies import Context, StrategyOptions, build, check
 from .._strategies.breaker import BreakerGate
 from .._strategies.budget import DEFAULT_BUDGET, RetryBudget
+from .._strategies.latency import HedgePacer, LatencyStrategy
 from ..exceptions import ClientClosedError
 from . import engine, hedging
 from .attempts import Call, Outcome, call_options, replayable
@@ -139,6 +140,12 @@ class RetryTransport(httpx.AsyncBaseTransport):
         #: Sends every attempt: the strategies, the send, the classification and the events.
         self.executor = executor = Executor(self._sender, strategies.attempt, self._instruments)
         self._rechecking = tuple(gate for gate in executor.gates if isinstance(gate, Rechecking))
+        #: Hedged calls' delays and hedge budget; the latency estimate when a policy hedges at a percentile.
+        self.hedging = HedgePacer(clock, self._learning)
+        if self.policy.hedge_after is not None:
+            strategies.by_option["hedging"] = self.hedging  # its status, for the operators' view
+            if self.policy.hedge_percentile is not None:
+                self.hedging.learn()  # from the first attempt on
         self._around = _chain(strategies.around, self._call) if strategies.around else None
         self._closed = False
         self._waits: set[asyncio.Future[None]] = set()
@@ -204,8 +211,13 @@ class RetryTransport(httpx.AsyncBaseTransport):
             executor.refused(call, refusal, refusal.error)
             raise refusal.error
         if policy.hedge_after is not None and retries and policy.may_resend(request):
+            pace = self.hedging.pace(policy.hedge_after)
             outcome, stopped = await hedging.race(
-                call, lambda lost: executor.attempt(call, lost), lambda: executor.admit(call), executor.superseded(call)
+                call,
+                lambda lost: executor.attempt(call, lost),
+                lambda: executor.admit(call),
+                executor.superseded(call),
+                pace,
             )
             executor.final(call, outcome, stopped)
         else:
@@ -244,9 +256,18 @@ class RetryTransport(httpx.AsyncBaseTransport):
         for gate in self._rechecking:
             refusal = gate.ready(call)
             if refusal is not None and refusal.error is not None:
-                # The breaker opened during the wait: nothing more is sent.
+                # The breaker opened during the wait: nothing more is sent; slots held go back.
+                self.executor.release(
+                    call, len(self.executor.gates), Outcome(refusal=refusal, attempt=call.attempt + 1)
+                )
                 return Outcome(error=refusal.error, attempt=call.attempt)
         return await self.executor.attempt(call)
+
+    def _learning(self, latency: LatencyStrategy) -> None:
+        """A policy hedges at a percentile: from now on every attempt is timed and recorded."""
+        self.executor.gates = (*self.executor.gates, latency)  # told of every attempt, after the others
+        self.executor.timed = True
+        self.strategies.by_option["hedging"] = self.hedging
 
     def _check_open(self) -> None:
         if self._closed:

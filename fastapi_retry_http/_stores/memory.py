@@ -13,6 +13,7 @@ from typing import Protocol, Self
 
 from .._strategies.breaker import BreakerState, CircuitBreaker
 from .._strategies.budget import BudgetCounter, RetryBudget
+from .._strategies.throttle import AdaptiveThrottle, ThrottleCounter
 
 __all__ = ["MemoryStore", "StateStore"]
 
@@ -25,6 +26,9 @@ class StateStore(Protocol):
 
     def breaker_state(self, client: str, breaker: CircuitBreaker) -> BreakerState:
         """The counts and the break of `client`'s circuit breaker."""
+
+    def throttle_counter(self, client: str, throttle: AdaptiveThrottle) -> ThrottleCounter:
+        """The request and accept counts of `client`'s adaptive throttle."""
 
     async def start(self) -> None:
         """Begin sharing (connect, start background work); never fails because of a backend."""
@@ -42,6 +46,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._budgets: dict[tuple[str, RetryBudget], BudgetCounter] = {}
         self._breakers: dict[tuple[str, CircuitBreaker], BreakerState] = {}
+        self._throttles: dict[tuple[str, AdaptiveThrottle], ThrottleCounter] = {}
 
     def budget_counter(self, client: str, budget: RetryBudget) -> BudgetCounter:
         """The counter of `client` for `budget`, made at the first ask."""
@@ -50,6 +55,13 @@ class MemoryStore:
     def breaker_state(self, client: str, breaker: CircuitBreaker) -> BreakerState:
         """The breaker state of `client` for `breaker`, made at the first ask."""
         return self._breakers.setdefault((client, breaker), BreakerState(breaker))
+
+    def throttle_counter(self, client: str, throttle: AdaptiveThrottle) -> ThrottleCounter:
+        """The throttle counts of `client` for `throttle`, made at the first ask."""
+        counter = self._throttles.get((client, throttle))
+        if counter is None:
+            counter = self._throttles[(client, throttle)] = ThrottleCounter(throttle)
+        return counter
 
     async def start(self) -> None:
         """Nothing to start: the state is in this process."""

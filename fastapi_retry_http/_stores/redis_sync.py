@@ -12,6 +12,7 @@ from typing import Any
 from .. import _clock
 from .fleet import FleetBreakerState, FleetBudgetCounter
 from .fleet_sync import Reply, adopt, breaker_args, bucket_ms, lease_ms, max_break_ms, parse_reply
+from .fleet_throttle import FleetThrottleCounter
 
 __all__ = ["Entry", "Script", "sync"]
 
@@ -27,6 +28,7 @@ class Entry:
         self.base = f"{prefix}:{{{name}}}"
         self.budget: FleetBudgetCounter | None = None
         self.breaker: FleetBreakerState | None = None
+        self.throttle: FleetThrottleCounter | None = None
         #: Whether a warning about values not written by this library was logged.
         self.warned = False
 

@@ -33,6 +33,8 @@ from .budget import DEFAULT_BUDGET, BudgetGate, RetryBudget
 from .caching import HttpCache
 from .chaos import ChaosInterceptor
 from .coalesce import Coalescer
+from .concurrency import ConcurrencyGate, ConcurrencyLimit
+from .throttle import AdaptiveThrottle, ThrottleGate
 
 __all__ = ["OPTIONS", "Context", "Option", "Strategies", "StrategyOptions", "build"]
 
@@ -45,6 +47,8 @@ class StrategyOptions(TypedDict, total=False):
     chaos: Chaos | None
     cache: HttpCache | None
     coalesce: bool
+    throttle: AdaptiveThrottle | None
+    concurrency: ConcurrencyLimit | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +112,24 @@ def _coalesce(config: bool, context: Context) -> Coalescer:
     return Coalescer(context.name)
 
 
+def _throttle(config: AdaptiveThrottle, context: Context) -> ThrottleGate:
+    return ThrottleGate(
+        context.store.throttle_counter(context.name, config), context.name, context.clock, context.random
+    )
+
+
+def _concurrency(config: ConcurrencyLimit, context: Context) -> ConcurrencyGate:
+    return ConcurrencyGate(config, context.name, context.clock, context.sleep)
+
+
 #: Every option, in pipeline order. `"gates"` marks where the caller's own gates stand.
 OPTIONS: dict[str, Option] = {
     "cache": Option(None, "call", _cache),
     "coalesce": Option(False, "call", _coalesce),
     "circuit_breaker": Option(None, "attempt", _breaker),
     "retry_budget": Option(DEFAULT_BUDGET, "attempt", _budget),
+    "throttle": Option(None, "attempt", _throttle),
+    "concurrency": Option(None, "attempt", _concurrency),
     "chaos": Option(None, "send", _chaos),
 }
 

@@ -1,0 +1,226 @@
+"""
+Every reach into another library's private parts, pinned: each test asserts that the private
+name still exists with the shape the library relies on, so that an upgrade that moves it fails
+here, loudly, rather than quietly changing behaviour. docs/architecture.md ("Reaches into other
+libraries") says where each is used and why no public route does the job; the behaviour each
+one buys is proven by the tests the table names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+import ssl
+from collections import defaultdict
+from types import ModuleType
+from typing import Any
+
+import aiohttp
+import aiohttp.connector
+import fastapi.routing
+import httpx
+import pytest
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.dependencies.utils import get_dependant
+from fastapi.routing import APIRoute, APIWebSocketRoute
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from pydantic_settings.sources import EnvSettingsSource
+from starlette.routing import Host, Mount, Route, WebSocketRoute
+
+from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
+from fastapi_retry_http._backends.aiohttp_upload import Upload
+from fastapi_retry_http._backends.httpx_pool import STOP_POINTS
+
+pytestmark = pytest.mark.anyio
+
+#: httpcore's modules whose trace events the httpx backend follows.
+STEPS = ("connection", "http11", "http2")
+
+
+def parameters(function: Any) -> list[tuple[str, Any, Any]]:
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+class TestAiohttp:
+    async def test_the_sessions_hidden_retry_has_its_switch(self) -> None:
+        """`_backends/aiohttp_pool.py` turns off aiohttp's silent re-send of idempotent requests."""
+        session = aiohttp.ClientSession()
+        try:
+            assert session._retry_connection is True
+        finally:
+            await session.close()
+        assert "self._retry_connection" in inspect.getsource(aiohttp.ClientSession._request)
+        transport = AiohttpTransport(ssl_context=ssl.create_default_context(), limits=httpx.Limits(), proxy=None)
+        try:
+            ours, _ = transport._open()
+            assert ours._retry_connection is False
+        finally:
+            await transport.aclose()
+
+    async def test_the_connector_gives_connections_back_through_release_into_conns(self) -> None:
+        """`_backends/aiohttp_session.py` caps idle connections where they go back to the pool."""
+        P = inspect.Parameter
+        assert parameters(aiohttp.TCPConnector._release) == [
+            ("self", P.POSITIONAL_OR_KEYWORD, P.empty),
+            ("key", P.POSITIONAL_OR_KEYWORD, P.empty),
+            ("protocol", P.POSITIONAL_OR_KEYWORD, P.empty),
+            ("should_close", P.KEYWORD_ONLY, False),
+        ]
+        # A connection given back calls it; it files idle connections in `_conns`.
+        assert "self._connector._release(self._key, self._protocol)" in inspect.getsource(aiohttp.connector)
+        assert "self._conns" in inspect.getsource(aiohttp.BaseConnector._release)
+        connector = aiohttp.TCPConnector()
+        try:
+            assert isinstance(connector._conns, defaultdict)
+            assert not hasattr(connector, "_max_idle")  # our attribute does not shadow one of aiohttp's
+        finally:
+            await connector.close()
+
+    def test_the_request_class_takes_its_body_through_update_body_from_data(self) -> None:
+        """`_backends/aiohttp_session.py` overrides it to leave out `Content-Length: 0`."""
+        assert parameters(aiohttp.ClientRequest.update_body_from_data)[1][0] == "body"
+        assert "request_class" in inspect.signature(aiohttp.ClientSession).parameters
+
+    def test_the_upload_overrides_only_public_payload_api(self) -> None:
+        """`_backends/aiohttp_upload.py` (no reach left): the properties and methods it overrides."""
+        payload = aiohttp.payload.Payload
+        for name in ("size", "consumed", "autoclose"):
+            assert isinstance(inspect.getattr_static(payload, name), property), name
+        assert parameters(payload.write_with_length)[1:] == [
+            ("writer", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
+            ("content_length", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
+        ]
+
+
+class _Writer:
+    """What `Payload.write_with_length` writes to: the chunks it was given."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    async def write(self, chunk: bytes) -> None:
+        self.chunks.append(chunk)
+
+
+class TestUpload:
+    """The aiohttp upload, on aiohttp's public `Payload` API where it used to reach into `_iter`."""
+
+    async def test_it_is_consumed_once_writing_begins_and_never_replayed(self) -> None:
+        upload = Upload(httpx.ByteStream(b"abc"), 3, None)
+        assert (upload.size, upload.consumed, upload.autoclose) == (3, False, True)
+        writer = _Writer()
+        await upload.write(writer)  # type: ignore[arg-type]
+        assert (writer.chunks, upload.consumed, upload.sent) == ([b"abc"], True, True)
+        await upload.write(writer)  # type: ignore[arg-type]
+        assert writer.chunks == [b"abc"]  # a stream is read once
+
+    def test_it_is_never_decoded_before_it_is_sent(self) -> None:
+        with pytest.raises(TypeError, match="cannot be decoded"):
+            Upload(httpx.ByteStream(b"abc"), 3, None).decode()
+
+
+class TestHttpx:
+    async def test_a_response_read_elsewhere_is_served_from_content(self) -> None:
+        """`_backends/aiohttp_pool.py` hands over a body it read itself, skipping httpx's decoders."""
+
+        class Untouched(httpx.AsyncByteStream):
+            async def __aiter__(self) -> Any:
+                raise AssertionError("httpx read the stream again")
+                yield b""  # pragma: no cover
+
+        response = httpx.Response(200, stream=Untouched(), headers={"Content-Type": "application/json"})
+        response._content = b'{"a": 1}'
+        response.is_stream_consumed = True
+        response.is_closed = True
+        assert (response.content, response.text, response.json()) == (b'{"a": 1}', '{"a": 1}', {"a": 1})
+        assert await response.aread() == b'{"a": 1}'
+        assert b"".join([chunk async for chunk in response.aiter_bytes()]) == b'{"a": 1}'
+        await response.aclose()
+
+
+def _httpcore_modules() -> list[tuple[str, ModuleType, ModuleType, ModuleType]]:
+    found: list[tuple[str, ModuleType, ModuleType, ModuleType]] = []
+    for package in ("httpcore", "httpcore2"):
+        try:
+            connection, http11, http2 = (importlib.import_module(f"{package}._async.{m}") for m in STEPS)
+        except ImportError:  # pragma: no cover (httpcore2 comes with httpx2, a development dependency)
+            continue
+        if all(found_package[1] is not connection for found_package in found):  # httpx2 may alias httpcore
+            found.append((package, connection, http11, http2))
+    return found
+
+
+@pytest.mark.parametrize(("package", "connection", "http11", "http2"), _httpcore_modules())
+def test_httpcore_still_emits_every_stop_point(
+    package: str, connection: ModuleType, http11: ModuleType, http2: ModuleType
+) -> None:
+    """`_backends/httpx_pool.py` (public: the `trace` extension): a renamed step would stop nothing."""
+    sources = {"connection": connection, "http11": http11, "http2": http2}
+    for point in STOP_POINTS:
+        prefix, step, when = point.split(".")
+        module = sources[prefix]
+        # The event's prefix is the last part of the step's logger name (`httpcore.http11`).
+        assert (module.logger.name.rpartition(".")[2], when) == (prefix, "started")
+        source = inspect.getsource(module)
+        assert re.search(rf'Trace\(\s*"{step}"', source), point
+    # The request's head is told by the request the event carries (a tunnel's CONNECT is not it).
+    assert re.search(r'kwargs = \{"request": request\}', inspect.getsource(http11))
+    assert re.search(r'kwargs = \{"request": request, "stream_id"', inspect.getsource(http2))
+
+
+class TestPydanticSettings:
+    def test_a_wrapped_source_is_kept_in_step_through_its_state_methods(self) -> None:
+        """`_config/app.py`: the value-hiding wrapper passes the build's state to the source it wraps."""
+        base = PydanticBaseSettingsSource
+        assert [p[0] for p in parameters(base._set_current_state)] == ["self", "state"]
+        assert [p[0] for p in parameters(base._set_settings_sources_data)] == ["self", "states"]
+        build = inspect.getsource(BaseSettings._settings_build_values)
+        assert "._set_current_state(" in build
+        assert "._set_settings_sources_data(" in build
+        source = EnvSettingsSource(BaseSettings)
+        assert isinstance(source._init_state, dict)
+        assert "_init_state" in inspect.signature(base.__init__).parameters
+
+
+class TestFastAPI:
+    def test_a_router_level_dependency_is_parsed_by_get_dependant(self) -> None:
+        """`_fastapi/lifespan.py` parses `dependencies=[Depends(...)]` of routers as FastAPI does."""
+
+        def inner() -> int:
+            return 1
+
+        def outer(value: int = Depends(inner)) -> int:
+            return value
+
+        P = inspect.Parameter
+        assert parameters(get_dependant)[:2] == [("path", P.KEYWORD_ONLY, P.empty), ("call", P.KEYWORD_ONLY, P.empty)]
+        dependant = get_dependant(path="", call=outer)
+        assert dependant.call is outer
+        assert [sub.call for sub in dependant.dependencies] == [inner]
+
+    def test_every_route_is_one_the_startup_walk_knows(self) -> None:
+        """`_fastapi/lifespan.py` finds client names in every kind of route FastAPI builds."""
+
+        def guard() -> None:
+            pass
+
+        router = APIRouter(dependencies=[Depends(guard)])
+        router.add_api_route("/x", guard)
+        app = FastAPI()
+        app.include_router(router, prefix="/v1", dependencies=[Depends(guard)])
+        app.mount("/sub", FastAPI())
+        app.add_api_websocket_route("/ws", guard)
+        lazily_included = 0
+        for route in app.routes:
+            if hasattr(route, "original_router"):  # FastAPI's lazily included routers
+                lazily_included += 1
+                context = route.include_context  # type: ignore[attr-defined]
+                assert route.original_router is router
+                assert (context.prefix, [d.dependency for d in context.dependencies]) == ("/v1", [guard])
+            else:  # FastAPI's routes carry their dependencies; Starlette's have none; mounts are walked
+                assert type(route) in {APIRoute, APIWebSocketRoute, Route, WebSocketRoute, Mount, Host}, type(route)
+        # Lazily included in the FastAPI versions that have the class (0.165 here); the walk also
+        # takes the copied routes older ones make. If that changes, update the table in
+        # docs/architecture.md with this pin.
+        assert lazily_included == (1 if hasattr(fastapi.routing, "_IncludedRouter") else 0)
