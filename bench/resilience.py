@@ -3,6 +3,8 @@ The resilience tools measured: hedging against a slow tail, the breaker through 
 what the breaker costs on the success path, and learned hedging (`bench/tail.py`). Run with
 `uv run --group bench python -m bench.resilience` (about 10 minutes; `--quick` about 2,
 `--only tail` for learned hedging alone); it prints markdown tables and writes bench/results/.
+The recovery table (seconds from the upstream's recovery to the first success through an
+open breaker, local and fleet) comes from `bench/recovery.py`.
 
 The upstream is a small asyncio HTTP server in its own process on loopback; load comes from
 callers in this process; upstream load is counted as the attempts the client sent (events).
@@ -22,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from bench import recovery
 from fastapi_retry_http import AttemptEvent, CircuitBreaker, Client, RetryPolicy
 
 from . import tail as tail_bench
@@ -208,7 +211,8 @@ def main() -> None:
             for breaker in (False, True):
                 key = f"outage ({label}): breaker {'on' if breaker else 'off'}"
                 results[key] = asyncio.run(outage(port, mode, failure, breaker, args.outage))
-        results["success path"] = asyncio.run(success_cost(port, 5, 2000))
+        results["success path"] = asyncio.run(success_cost(port, 2 if args.quick else 5, 2000))
+        results["recovery"] = recovery.measure(port, mode, args.quick)
     finally:
         process.kill()
     (RESULTS / "resilience.json").write_text(json.dumps(results, indent=1))
@@ -281,6 +285,7 @@ def render(results: dict[str, Any]) -> str:
                 f"{fmt(row['recovered_after_s'], 's')} |"
             )
     cost = results["success path"]
+    out += ["", recovery.render(results["recovery"])] if "recovery" in results else []
     out += [
         "",
         f"Success path at C=16: {cost['off_us']:.1f} µs per call with the breaker off, "

@@ -8,10 +8,23 @@ extra (`pip install 'fastapi-retry-http[redis]'`).
 Local first. The gates read and bump the local state (`_stores/fleet.py`), never Redis.
 A background task, every `interval` (100 ms), runs one Lua script per client: it adds this
 process's counts since the last run into per-bucket hash fields keyed by Redis server time,
-publishes a break opened or closed here, takes the probe lease when a break is over, and
-returns the fleet's totals and break, which the local state then decides with. When Redis is
-down, slow or misconfigured, the local state simply goes on alone (one WARNING per outage,
-one INFO on recovery) and the task keeps trying.
+publishes a break opened or closed here, asks for the probe lease when a call here waits for
+it, and returns the fleet's totals and break, which the local state then decides with. When
+Redis is down, slow or misconfigured, the local state goes on alone, exactly as with a
+`MemoryStore` (one WARNING per outage, one INFO on recovery); a failed flush's counts and
+changes go with the next one.
+
+What it trusts, and what it bounds. Anything in Redis may have been written by another app
+on the same prefix, an older version, or a bug, so nothing read back is obeyed as it is:
+the script drops hash fields that are not counts (not a number, negative, over 10^8 in one
+bucket, dated in the future, of an unknown kind) and removes keys of the wrong type; it cuts
+an `open` key's TTL to `max_break_duration`, the probe lease's to the lease (at most
+`break_duration`), and any TTL that is missing or longer than ours; the client bounds the
+reply once more. What was dropped or cut is logged once per client (WARNING). What it does
+trust: the presence of `open`/`tripped` (a break, capped as above) and a new value of the
+`closed` marker (another process's probe succeeded). A writer that can set those can open
+breakers for at most `max_break_duration` at a time, or close them early; give each app its
+own prefix (`http_clients_redis_prefix`) and keep strangers off the Redis.
 
 Keys, all with a TTL, for a client `billing` and the default prefix (`{...}` is a Redis
 Cluster hash tag: one client's keys sit on one slot):
@@ -24,6 +37,7 @@ Cluster hash tag: one client's keys sit on one slot):
   rest of the break; expiry is the move to half-open); value: times opened in a row.
 - `fastapi_retry_http:{billing}:tripped`: present from opening until a probe succeeds.
 - `fastapi_retry_http:{billing}:probe`: the half-open probe lease (`SET NX PX`), by token.
+- `fastapi_retry_http:{billing}:closed`: a marker that changes with every close by a probe.
 - `fastapi_retry_http:{billing}:throttle:<window ms>` hash `r<bucket>`/`a<bucket>`: the
   adaptive throttle's requests and accepts per twentieth of the window (its own script).
 """
@@ -34,13 +48,14 @@ import asyncio
 import contextlib
 import logging
 import math
-import urllib.parse
 from types import TracebackType
 from typing import Any, Final, Self
 
-from ._stores.fleet import FleetBreakerState, FleetBudgetCounter
-from ._stores.fleet_sync import SCRIPT, adopt, breaker_args, bucket_ms
+from ._stores.fleet import DEFAULT_PREFIX, FleetBreakerState, FleetBudgetCounter
+from ._stores.fleet_sync import SCRIPT
 from ._stores.fleet_throttle import THROTTLE_SCRIPT, FleetThrottleCounter, sync_throttle
+from ._stores.redis_sync import Entry, sync
+from ._stores.redis_urls import redacted as redacted  # re-exported: tests and logs use it
 from ._strategies.breaker import CircuitBreaker
 from ._strategies.budget import RetryBudget
 from ._strategies.throttle import AdaptiveThrottle
@@ -58,39 +73,14 @@ __all__ = ["DEFAULT_PREFIX", "FLUSH_INTERVAL", "PROBE_LEASE", "REDIS_TIMEOUT", "
 
 logger: Final = logging.getLogger("fastapi_retry_http")
 
-#: The start of every key.
-DEFAULT_PREFIX: Final = "fastapi_retry_http"
 #: Seconds between two flushes (and refreshes) of one store: fleet counts lag by at most this.
 FLUSH_INTERVAL: Final = 0.1
 #: Seconds between two tries while Redis is unreachable.
 OUTAGE_INTERVAL: Final = 0.5
 #: Seconds Redis may take to connect or answer before the store counts it as down.
 REDIS_TIMEOUT: Final = 0.05
-#: Seconds one process holds the half-open probe lease (others keep the breaker open meanwhile).
+#: The longest one process holds the fleet's probe lease (at most the breaker's break_duration).
 PROBE_LEASE: Final = 5.0
-
-
-def redacted(url: str) -> str:
-    """`url` without its user and password, for log lines."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        return "<unparsable Redis URL>"
-    userinfo = "***@" if "@" in parts.netloc else ""
-    return urllib.parse.urlunsplit((parts.scheme, f"{userinfo}{host}{port}", parts.path, "", ""))
-
-
-class _Client:
-    """One client name's local state and Redis keys."""
-
-    def __init__(self, prefix: str, name: str) -> None:
-        self.name = name
-        self.base = f"{prefix}:{{{name}}}"
-        self.budget: FleetBudgetCounter | None = None
-        self.breaker: FleetBreakerState | None = None
-        self.throttle: FleetThrottleCounter | None = None
 
 
 class RedisStore:
@@ -114,7 +104,9 @@ class RedisStore:
         prefix: The start of every key, to keep apps on one Redis apart.
         interval: Seconds between two flushes of the local counts (at most 0.1 by default).
         timeout: Seconds Redis may take to connect or answer before it counts as down.
-        probe_lease: Seconds one process may hold the half-open probe before another may take it.
+        probe_lease: Seconds one process may hold the fleet's half-open probe lease before
+            another may take it; never more than the breaker's `break_duration`. A process
+            with no call to probe with gives it up at its next flush.
     """
 
     def __init__(
@@ -134,7 +126,7 @@ class RedisStore:
         self.interval = interval
         self._timeout = timeout
         self._probe_lease = probe_lease
-        self._clients: dict[str, _Client] = {}
+        self._clients: dict[str, Entry] = {}
         self._redis: Any = None
         self._script: Any = None
         self._throttle_script: Any = None
@@ -170,10 +162,10 @@ class RedisStore:
             entry.throttle = FleetThrottleCounter(throttle)
         return entry.throttle
 
-    def _entry(self, client: str) -> _Client:
+    def _entry(self, client: str) -> Entry:
         entry = self._clients.get(client)
         if entry is None:
-            entry = self._clients[client] = _Client(self.prefix, client)
+            entry = self._clients[client] = Entry(self.prefix, client)
         return entry
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -277,40 +269,32 @@ class RedisStore:
         return True
 
     @staticmethod
-    def _go_local(entry: _Client) -> None:
+    def _go_local(entry: Entry) -> None:
         if entry.budget is not None:
             entry.budget.fleet = None
         if entry.breaker is not None:
-            entry.breaker.fleet = None
-            entry.breaker.lease = False
+            entry.breaker.go_local()
         if entry.throttle is not None:
             entry.throttle.fleet = None
 
-    async def _sync(self, entry: _Client) -> None:
-        budget, breaker = entry.budget, entry.breaker
-        requests, retries = budget.take() if budget is not None else (0, 0)
-        budget_ms = bucket_ms(budget.window) if budget is not None else 0
-        args: list[Any] = [budget_ms, requests, retries]
-        if breaker is None:
-            args += [0, 0, 0, "", 0, 0, "", "0", 1, 1]
-        else:
-            unpublished = breaker.closed_here, breaker.seen_open_until
-            args += breaker_args(breaker, self.interval, self._probe_lease)
-        base = entry.base
-        keys = [f"{base}:budget:{budget_ms * 10}", f"{base}:breaker:{args[3] * 10}"]
-        keys += [f"{base}:open", f"{base}:tripped", f"{base}:probe"]
-        try:
-            reply = await self._script(keys=keys, args=args)
-        except BaseException:
-            if breaker is not None:  # what this flush was to publish is published by the next one
-                breaker.closed_here, breaker.seen_open_until = unpublished
-            raise
-        req, ret, att, fail, open_ms, streak, granted, probe_ms = (int(x) for x in reply)
-        if budget is not None:
-            budget.fleet = (req, ret)
-        if breaker is not None:
-            breaker.fleet = (att, fail)
-            adopt(entry.name, breaker, self.interval, open_ms, streak, bool(granted), probe_ms)
+    async def _sync(self, entry: Entry) -> None:
+        reply = await sync(entry, self._script, self.interval, self._probe_lease)
+        if reply is None or reply.dropped:
+            self._distrust(entry)
         if entry.throttle is not None:
-            key = f"{base}:throttle:{round(entry.throttle.config.window * 1000)}"
+            key = f"{entry.base}:throttle:{round(entry.throttle.config.window * 1000)}"
             await sync_throttle(self._throttle_script, key, entry.name, entry.throttle)
+
+    def _distrust(self, entry: Entry) -> None:
+        """Values in Redis that are not ours were dropped or cut: say so once per client."""
+        if entry.warned:
+            return
+        entry.warned = True  # once per client: the values are dropped at every flush
+        logger.warning(
+            "%s: Redis store %s held values this library did not write (not numbers, negative, too large, dated "
+            "in the future, or a break past max_break_duration); they were ignored. Another app on prefix %r?",
+            entry.name,
+            redacted(self._url),
+            self.prefix,
+            extra={"client": entry.name, "redis": redacted(self._url)},
+        )

@@ -135,7 +135,7 @@ class TestProbing:
             transport = c.transport
             assert transport.breaker is not None
             state = transport.breaker.state
-            state.opened, state.open_until = 1, _clock.monotonic() - 1  # open, break just over
+            state.tripped, state.opened, state.open_until = True, 1, _clock.monotonic() - 1  # open, break just over
             probe = asyncio.create_task(c.get("/probe"))
             while server.requests == 0:  # noqa: ASYNC110 (waiting for the probe to arrive)
                 await asyncio.sleep(0.005)
@@ -176,7 +176,7 @@ class TestProbing:
         async with RawServer(hang_once) as server, Client(server.url, retry=ONCE, circuit_breaker=BREAKER) as c:
             assert c.transport.breaker is not None
             state = c.transport.breaker.state
-            state.opened, state.open_until = 1, _clock.monotonic() - 1
+            state.tripped, state.opened, state.open_until = True, 1, _clock.monotonic() - 1
             probe = asyncio.create_task(c.get("/x"))
             await started.wait()
             probe.cancel()

@@ -9,10 +9,11 @@ import json
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, SecretStr
+from pydantic import AfterValidator, Field, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, SettingsError
 
+from .._stores.fleet import DEFAULT_PREFIX
 from .._stores.memory import MemoryStore, StateStore
 from .client import ClientSettings
 from .redis_url import redis_url_problem
@@ -56,12 +57,17 @@ class HttpClientsSettings(BaseSettings):
         http_clients_redis_url: A Redis URL (`HTTP_CLIENTS_REDIS_URL`): when set, every
             client shares its retry budget and circuit breaker with the same-named clients of
             every process using that Redis (see `http_clients_store()`). A secret: never shown.
+        http_clients_redis_prefix: The start of every Redis key (`HTTP_CLIENTS_REDIS_PREFIX`,
+            default `fastapi_retry_http`): give each app its own, so that two apps on one Redis
+            with a client of the same name never share its breaker or budget. No spaces or
+            braces (a brace would break the keys' Redis Cluster hash tag).
     """
 
     model_config = SettingsConfigDict(env_nested_delimiter="__", hide_input_in_errors=True)
 
     http_clients: dict[str, ClientSettings] = {}
     http_clients_redis_url: Annotated[SecretStr, AfterValidator(_redis_url)] | None = None
+    http_clients_redis_prefix: str = Field(default=DEFAULT_PREFIX, min_length=1, max_length=200, pattern=r"^[^{}\s]+$")
 
     def http_clients_store(self) -> StateStore:
         """
@@ -72,13 +78,14 @@ class HttpClientsSettings(BaseSettings):
         ```
 
         A `fastapi_retry_http.redis.RedisStore` when `http_clients_redis_url` is set (needs the
-        `redis` extra), else a `MemoryStore` (every process on its own).
+        `redis` extra; its keys start with `http_clients_redis_prefix`), else a `MemoryStore`
+        (every process on its own).
         """
         if self.http_clients_redis_url is None:
             return MemoryStore()
         from ..redis import RedisStore
 
-        return RedisStore(self.http_clients_redis_url.get_secret_value())
+        return RedisStore(self.http_clients_redis_url.get_secret_value(), prefix=self.http_clients_redis_prefix)
 
     @classmethod
     def settings_customise_sources(

@@ -2,15 +2,16 @@
 The circuit breaker: when an upstream fails most attempts, stop sending to it for a while.
 
 A gate, inside the retry loop: every attempt is counted, and while the breaker is open no
-attempt is sent. After the break one probe goes through (half-open): success closes the
-breaker, failure opens it again for a longer break (exponential, with jitter, to a cap).
+attempt is sent. Once the break is over it is half-open (on time alone) and one probe goes
+through: an upstream success closes the breaker, an upstream failure opens it again for a
+longer break (exponential, with jitter, to a cap), anything else (no upstream answer) lets
+the next call probe. The state machine itself is `breaker_state.BreakerState`.
 Defaults follow Polly v8 and resilience4j, adjusted for the lower traffic of one client in
 one worker (shared/RESILIENCE.md §1.6).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -21,9 +22,18 @@ from .._pipeline.events import CircuitEvent, CircuitState
 from .._pipeline.policy import error_phase
 from .._pipeline.strategy import Refusal
 from ..exceptions import CircuitOpenError, DeadlineExceeded
+from .breaker_state import BreakerState, Verdict
 
-__all__ = ["BreakerGate", "BreakerState", "CircuitBreaker", "CircuitStatus", "is_failure"]
+__all__ = ["BreakerGate", "BreakerState", "CircuitBreaker", "CircuitStatus", "is_failure", "verdict"]
 
+
+#: Defaults of `CircuitBreaker` (shared/RESILIENCE.md §1.6).
+DEFAULT_FAILURE_RATIO: Final = 0.5
+DEFAULT_MINIMUM_THROUGHPUT: Final = 20
+DEFAULT_WINDOW: Final = 30.0
+DEFAULT_BREAK_DURATION: Final = 5.0
+#: No break lasts longer, however many probes failed in a row, nor one read from a shared store.
+DEFAULT_MAX_BREAK_DURATION: Final = 60.0
 
 #: Statuses that count as a failure of the upstream (besides transport errors).
 FAILURE_STATUSES: Final = frozenset({408, 429})
@@ -44,16 +54,17 @@ class CircuitBreaker:
             (it opens at or above it).
         minimum_throughput: Attempts over `window` before the ratio is considered at all.
         window: Seconds of attempts the ratio is taken over (in ten rolling buckets).
-        break_duration: Seconds the breaker stays open before one probe is let through.
-        max_break_duration: The cap on the break, which doubles (with jitter) every time a
-            probe fails.
+        break_duration: Seconds the breaker stays open before one probe is let through; also
+            the longest a probe holds its slot (a lease) before the next call may probe.
+        max_break_duration: The cap on any break (60 s by default): the break doubles (with
+            jitter) every time a probe fails, and a break read from a shared store is cut to it.
     """
 
-    failure_ratio: float = 0.5
-    minimum_throughput: int = 20
-    window: float = 30.0
-    break_duration: float = 5.0
-    max_break_duration: float = 60.0
+    failure_ratio: float = DEFAULT_FAILURE_RATIO
+    minimum_throughput: int = DEFAULT_MINIMUM_THROUGHPUT
+    window: float = DEFAULT_WINDOW
+    break_duration: float = DEFAULT_BREAK_DURATION
+    max_break_duration: float = DEFAULT_MAX_BREAK_DURATION
 
     def __post_init__(self) -> None:
         problem = first_problem(
@@ -82,65 +93,18 @@ class CircuitStatus:
     A breaker's state, for health checks and readiness routes.
 
     Attributes:
-        state: `"closed"` (sending), `"open"` (refusing) or `"half_open"` (a probe is out).
+        state: `"closed"` (sending), `"open"` (refusing) or `"half_open"` (the break is over:
+            the next call is the probe, or a probe is out). Half-open comes on time alone, so
+            a readiness check never waits for traffic to see the break end.
         failure_ratio: Failed attempts over all attempts in the current window (0 when none).
         attempts: Attempts in the current window.
-        retry_after: Seconds until a probe is let through (0 unless open).
+        retry_after: Seconds until a probe is let through (0.0 unless open).
     """
 
     state: CircuitState
     failure_ratio: float
     attempts: int
     retry_after: float
-
-
-class BreakerState:
-    """
-    One client's breaker numbers: outcomes over the window in ten buckets, and the break.
-
-    The `MemoryStore` keeps one per client name; a shared store keeps a local one too and
-    adds the fleet's view to it.
-    """
-
-    BUCKETS: Final = 10
-
-    def __init__(self, config: CircuitBreaker) -> None:
-        self.config = config
-        self._width = config.window / self.BUCKETS
-        self._attempts = [0] * self.BUCKETS
-        self._failures = [0] * self.BUCKETS
-        self._current = 0
-        #: When the break ends (monotonic); `-inf` while closed.
-        self.open_until = -math.inf
-        #: Times opened in a row without a successful probe (grows the break).
-        self.opened = 0
-        #: Whether a probe is out (half-open).
-        self.probing = False
-
-    def count(self, now: float, failed: bool) -> tuple[int, int]:
-        """Count one attempt at `now`; the attempts and failures over the window."""
-        self._roll(now)
-        slot = self._current % self.BUCKETS
-        self._attempts[slot] += 1
-        self._failures[slot] += failed
-        return sum(self._attempts), sum(self._failures)
-
-    def window(self, now: float) -> tuple[int, int]:
-        """The attempts and failures over the window at `now`."""
-        self._roll(now)
-        return sum(self._attempts), sum(self._failures)
-
-    def reset(self) -> None:
-        """Forget the window: a successful probe starts the count afresh."""
-        self._attempts = [0] * self.BUCKETS
-        self._failures = [0] * self.BUCKETS
-
-    def _roll(self, now: float) -> None:
-        index = int(now / self._width)
-        for stale in range(max(self._current + 1, index - self.BUCKETS + 1), index + 1):
-            self._attempts[stale % self.BUCKETS] = 0
-            self._failures[stale % self.BUCKETS] = 0
-        self._current = max(self._current, index)
 
 
 def is_failure(outcome: Outcome) -> bool:
@@ -155,8 +119,27 @@ def is_failure(outcome: Outcome) -> bool:
     return error_phase(error) != "never"
 
 
+def verdict(outcome: Outcome) -> Verdict:
+    """
+    What a probe's outcome says of the upstream: only an upstream answer decides.
+
+    A response the breaker does not count as a failure is a success; an upstream failure (its
+    transport errors, 408, 429, 5xx) a failure; everything else (the call's deadline, a pool
+    timeout, a TLS or local error, a reply that is not HTTP, a cancellation, a refusal by a
+    later gate) got no answer from the upstream and only frees the probe slot.
+    """
+    if outcome.cancelled or outcome.refusal is not None:
+        return "no_answer"
+    if is_failure(outcome):
+        return "failure"
+    return "success" if outcome.response is not None else "no_answer"
+
+
 class BreakerGate:
-    """The breaker as a gate: refuses attempts while open, counts every attempt's outcome."""
+    """
+    The breaker as a strategy: refuses attempts while open, lets one probe through when
+    half-open, counts every attempt's outcome. The state machine is `BreakerState`.
+    """
 
     def __init__(
         self,
@@ -172,88 +155,65 @@ class BreakerGate:
         self._random = random
         #: Told of every state change (the instruments' stream, which also logs it).
         self._changed = changed
-        self._probe: Call | None = None
+        state.listen(self._heard)
 
     def admit(self, call: Call) -> Refusal | None:
-        """Let attempts through while closed; once the break is over, one probe."""
-        state, now = self.state, self._clock()
-        if state.open_until == -math.inf and not state.probing:
+        """Let attempts through while closed; when half-open, one probe (a lease)."""
+        state = self.state
+        if not state.tripped:
             return None
-        if state.probing or now < state.open_until:
-            return self._refusal(max(0.0, state.open_until - now))
-        state.probing = True  # the break is over: this attempt is the probe
-        self._probe = call
-        self._changed(CircuitEvent(self._client, "half_open", "open"))
+        now = self._clock()
+        lease = state.try_probe(now)
+        if lease is None:
+            return self._refusal(state.retry_after(now))
+        if call.state is None:
+            call.state = {}
+        call.state[state] = (lease, call.attempt + 1)
         return None
 
     def ready(self, call: Call) -> Refusal | None:
         """Before a retry goes, after its wait: the breaker may have opened meanwhile."""
-        if call is self._probe or (self.state.open_until == -math.inf and not self.state.probing):
+        state = self.state
+        if not state.tripped:
             return None
-        return self._refusal(max(0.0, self.state.open_until - self._clock()))
+        held = None if call.state is None else call.state.get(state)
+        now = self._clock()
+        if isinstance(held, tuple) and held[0] == state.lease_number and state.probe_out(now):
+            return None  # this retry is the probe
+        # Its lease expired during the wait (or it had none): a probe only if the slot is free.
+        return self.admit(call)
 
     def record(self, call: Call, outcome: Outcome) -> None:
-        """Count the outcome; open the breaker at the ratio; a probe closes or reopens it."""
+        """Count the outcome; open the breaker at the ratio; a probe's verdict decides it."""
         state, now = self.state, self._clock()
-        if outcome.cancelled:
-            if call is self._probe:  # an abandoned probe: the next attempt may probe instead
-                self._probe, state.probing = None, False
-            return
-        failed = is_failure(outcome)
-        if call is self._probe:
-            self._probe = None
-            state.probing = False
-            if failed:
-                self._open(now, "half_open")
-            else:
-                self._close()
-            return
-        attempts, failures = state.count(now, failed)
-        config = state.config
-        closed = state.open_until == -math.inf and not state.probing
-        if closed and attempts >= config.minimum_throughput and failures >= config.failure_ratio * attempts:
-            self._open(now, "closed")
+        held = None if call.state is None else call.state.get(state)
+        if isinstance(held, tuple) and outcome.attempt in (0, held[1]):
+            del call.state[state]  # type: ignore[union-attr]
+            if state.settle(held[0], now, verdict(outcome), self._random):
+                return
+        if outcome.cancelled or outcome.refusal is not None:
+            return  # nothing was sent, or nothing came back: nothing to count
+        state.count(now, is_failure(outcome), self._random)
 
     def status(self) -> CircuitStatus:
-        """The state now, for health checks."""
+        """The state now, for health checks: half-open as soon as the break is over."""
         state, now = self.state, self._clock()
+        phase = state.phase(now)
         attempts, failures = state.window(now)
         ratio = failures / attempts if attempts else 0.0
-        if state.probing:
-            return CircuitStatus("half_open", ratio, attempts, 0.0)
-        if state.open_until == -math.inf:
-            return CircuitStatus("closed", ratio, attempts, 0.0)
-        return CircuitStatus("open", ratio, attempts, max(0.0, state.open_until - now))
+        retry_after = max(0.0, state.open_until - now) if phase == "open" else 0.0
+        return CircuitStatus(phase, ratio, attempts, retry_after)
 
     def force_open(self, seconds: float) -> None:
-        """An operator's order: open now for `seconds`, whatever the counts; then probe as usual."""
-        previous = self.status().state
-        state = self.state
-        self._probe, state.probing = None, False
-        state.open_until = self._clock() + seconds
-        self._changed(CircuitEvent(self._client, "open", previous, retry_after=seconds))
+        """An operator's order: open now for `seconds` (at most the break cap); then probe as usual."""
+        self.state.force_open(self._clock(), seconds)
 
     def force_close(self) -> None:
         """An operator's order: close now, with a fresh window (a shared store closes the fleet's)."""
-        previous = self.status().state
-        state = self.state
-        self._probe, state.probing = None, False
-        state.open_until, state.opened = -math.inf, 0
-        state.reset()
-        self._changed(CircuitEvent(self._client, "closed", previous))
+        self.state.close(self._clock())
 
-    def _open(self, now: float, previous: CircuitState) -> None:
-        state = self.state
-        state.opened += 1
-        pause = state.config.break_for(state.opened, self._random())
-        state.open_until = now + pause
-        self._changed(CircuitEvent(self._client, "open", previous, retry_after=pause))
-
-    def _close(self) -> None:
-        state = self.state
-        state.open_until, state.opened = -math.inf, 0
-        state.reset()
-        self._changed(CircuitEvent(self._client, "closed", "half_open"))
+    def _heard(self, current: CircuitState, previous: CircuitState, retry_after: float | None) -> None:
+        self._changed(CircuitEvent(self._client, current, previous, retry_after=retry_after))
 
     def _refusal(self, retry_after: float) -> Refusal:
         message = f"Client {self._client!r}: the circuit breaker is open; retry in {retry_after:.1f}s."
