@@ -210,3 +210,37 @@ class TestAddingAStrategy:
         assert (upstream.hits["/a"], upstream.hits["/b"], upstream.hits["/c"]) == (1, 0, 1)
         assert strategy.recorded == ["200", "200"]
         assert [e.outcome for e in recorder.events] == ["success", "refused", "success"]
+
+
+class Holding:
+    """A strategy that takes a slot when it admits an attempt and gives it back when told."""
+
+    def __init__(self) -> None:
+        self.held = 0
+
+    def admit(self, call: Call) -> None:
+        self.held += 1
+
+    def record(self, call: Call, outcome: Outcome) -> None:
+        self.held -= 1
+
+
+class TestSlotsComeBack:
+    async def test_a_call_cancelled_in_its_backoff_wait_gives_back_what_its_retry_took(self) -> None:
+        waiting = asyncio.Event()
+
+        async def blocked(seconds: float) -> None:
+            waiting.set()
+            await asyncio.Event().wait()  # the backoff wait never ends: the caller goes away in it
+
+        holding = Holding()
+        inner = httpx.MockTransport(lambda request: httpx.Response(503))
+        transport = RetryTransport(inner, RetryPolicy(jitter=False), sleep=blocked, gates=[holding], name="up")
+        async with httpx.AsyncClient(transport=transport, base_url="http://upstream") as c:
+            call = asyncio.create_task(c.get("/x"))
+            await waiting.wait()  # the retry was admitted: it holds a slot
+            assert holding.held == 1
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        assert holding.held == 0

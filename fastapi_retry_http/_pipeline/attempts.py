@@ -79,6 +79,8 @@ class Call:
     attempt: int = 0
     #: A retry admitted on condition of a wait, awaited right before it is sent.
     pending: Waiting | None = None
+    #: A retry every strategy admitted at once, not sent yet (the backoff wait is on).
+    granted: bool = False
     #: `time.perf_counter()` when the call began, if anyone listens to its events.
     started: float = 0.0
     #: Anything a strategy keeps for the call (slots held, a probe's lease), by strategy.

@@ -82,6 +82,7 @@ class Decisions:
             return answer.reason  # type: ignore[return-value]
         # A strategy that waits for a slot is awaited after the backoff wait, right before the send.
         call.pending = answer
+        call.granted = answer is None
         return None
 
     async def before_wait(self, outcome: Outcome, wait: float) -> None:

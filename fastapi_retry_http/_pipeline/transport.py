@@ -229,8 +229,11 @@ class RetryTransport(httpx.AsyncBaseTransport):
             try:
                 outcome = await engine.retry(outcome, lambda: self._retry(call), decisions, self._wait)
             finally:
-                if call.pending is not None:  # cancelled during the backoff wait
+                # Cancelled during the backoff wait: what the strategies admitted goes back.
+                if call.pending is not None:
                     call.pending.abandon()
+                elif call.granted:
+                    executor.release(call, len(executor.gates), Outcome(cancelled=True, attempt=call.attempt + 1))
             stopped = decisions.stopped
             if stopped is None:
                 executor.final(call, outcome)
@@ -247,7 +250,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
 
     async def _retry(self, call: Call) -> Outcome:
         self._check_open()
-        pending, call.pending = call.pending, None
+        pending, call.pending, call.granted = call.pending, None, False
         if pending is not None:
             # A strategy admitted the retry on condition of a wait (a rate limit's slot).
             refusal = await pending.wait()
