@@ -40,9 +40,12 @@ KINDS = {
     "Client (default: aiohttp)": "our Client, default backend",
     "Client + uvloop": "our Client, default backend, on uvloop",
     "Client (backend=httpx)": "our Client on httpx's pool",
+    "Client (round 2)": "our Client as round 2 left it (bash bench/run --baseline REV)",
 }
 #: The rows of a plain run; the others with --kinds (the run stays under 5 minutes).
-DEFAULT_KINDS = [kind for kind in KINDS if kind != "Client (backend=httpx)"]
+DEFAULT_KINDS = [kind for kind in KINDS if kind not in ("Client (backend=httpx)", "Client (round 2)")]
+#: Where `bench/run --baseline REV` unpacks an earlier version of the package, for its row.
+BASELINE = os.environ.get("BENCH_BASELINE", "")
 #: The rows that retry, each configured like `RetryPolicy()`: 3 attempts, 0.1 s x 2^n full
 #: jitter backoff, on 408/429/502/503/504.
 RETRYING = [
@@ -55,7 +58,9 @@ STATUSES = frozenset({408, 429, 502, 503, 504})
 
 
 def available(kind: str) -> bool:
-    """Whether the packages a row needs are installed (httpx2 is optional)."""
+    """Whether the packages a row needs are installed (httpx2 is optional, the baseline too)."""
+    if kind == "Client (round 2)":
+        return bool(BASELINE) and (Path(BASELINE) / "fastapi_retry_http").is_dir()
     import importlib.util
 
     needs = {"raw httpx2": "httpx2", "Client + uvloop": "uvloop"}.get(kind)
@@ -299,8 +304,12 @@ class Nginx:
 
 
 def run_worker(kind: str, url: str, concurrency: int, seconds: float) -> dict[str, Any]:
+    cwd = ROOT
+    if kind == "Client (round 2)":
+        # The earlier package, first on the path (the current directory), with this bench.
+        cwd, kind = Path(BASELINE), "Client (default: aiohttp)"
     command = [sys.executable, "-m", "bench.bench", "worker", kind, url, str(concurrency), str(seconds)]
-    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=seconds * 10 + 30)
+    out = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=seconds * 10 + 30)
     if out.returncode != 0:
         raise SystemExit(f"worker {kind} C={concurrency} failed:\n{out.stderr}")
     result: dict[str, Any] = json.loads(out.stdout)
@@ -365,7 +374,7 @@ print(raw * 1e3, ours * 1e3, asyncio.run(start()) * 1e3)
 
 def main(args: argparse.Namespace) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    kinds = [k for k in (args.kinds or DEFAULT_KINDS) if available(k)]
+    kinds = [k for k in (args.kinds or [*DEFAULT_KINDS, "Client (round 2)"]) if available(k)]
     retrying = [k for k in RETRYING if k in kinds]
     nginx = Nginx()
     rows: dict[tuple[str, int], list[dict[str, Any]]] = {}

@@ -7,6 +7,9 @@ start-up and imports cancelled out.
 
     uv run --group bench python -m bench.instructions [--kinds ...] [--n1 300] [--n2 1300]
 
+With `BENCH_BASELINE` set to a directory holding an earlier `fastapi_retry_http` (what
+`bash bench/run --baseline REV` makes), a row counts that version too.
+
 Needs valgrind (Debian's package). Python under valgrind runs about 50x slower: keep N small.
 """
 
@@ -18,10 +21,11 @@ import re
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
-from bench.bench import ROOT, Nginx, make_sender
+from bench.bench import BASELINE, ROOT, Nginx, make_sender
 
-KINDS = ["raw aiohttp", "Client (default: aiohttp)", "bare httpx on our aiohttp transport"]
+KINDS = ["raw aiohttp", "Client (default: aiohttp)", "Client (round 2)", "bare httpx on our aiohttp transport"]
 
 
 async def run(kind: str, url: str, count: int, concurrency: int) -> None:
@@ -39,6 +43,9 @@ async def run(kind: str, url: str, count: int, concurrency: int) -> None:
 
 
 def instructions(kind: str, url: str, count: int, concurrency: int) -> int:
+    cwd = ROOT
+    if kind == "Client (round 2)":  # the earlier package first on the path (bench/run --baseline)
+        cwd, kind = Path(BASELINE), "Client (default: aiohttp)"
     with tempfile.NamedTemporaryFile() as out:
         command = [
             "valgrind",
@@ -53,7 +60,7 @@ def instructions(kind: str, url: str, count: int, concurrency: int) -> int:
             str(count),
             str(concurrency),
         ]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1200)
+        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=1200)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
         raise SystemExit(f"{kind}: valgrind failed:\n{done.stderr[-2000:]}")
@@ -75,7 +82,7 @@ def main() -> None:
     try:
         url = nginx.url + "/"
         rows = {}
-        for kind in args.kinds:
+        for kind in [k for k in args.kinds if k != "Client (round 2)" or BASELINE]:
             low = instructions(kind, url, args.n1, args.concurrency)
             high = instructions(kind, url, args.n2, args.concurrency)
             rows[kind] = (high - low) / (args.n2 - args.n1)
