@@ -21,6 +21,7 @@ from ._pipeline.transport import RetryTransport
 from ._stores.memory import MemoryStore
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
+from ._strategies.rate_limit import RateLimit
 
 __all__ = [
     "AttemptEvent",
@@ -33,6 +34,7 @@ __all__ = [
     "HttpClientsSettings",
     "MemoryStore",
     "PoolLimits",
+    "RateLimit",
     "RetryBudget",
     "RetryPolicy",
     "RetryTransport",

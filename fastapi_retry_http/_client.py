@@ -28,6 +28,7 @@ from ._safety.urls import check_path
 from ._stores.memory import StateStore
 from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
+from ._strategies.rate_limit import RateLimit
 from ._types import (
     USE_CLIENT_DEFAULT,
     BodyOptions,
@@ -105,6 +106,9 @@ class Client(HttpMethods):
             outage upstream does not triple the load on it; `None` for no cap.
         circuit_breaker: Stop sending to an upstream that fails most attempts, for a while
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); off by default.
+        rate_limit: At most so many attempts per second (fleet-wide with a shared store),
+            and the upstream's quota headers obeyed
+            ([`RateLimit`][fastapi_retry_http.RateLimit]); off by default.
         store: Where the retry budget and the breaker keep their counts; the client's own by
             default.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
@@ -131,6 +135,7 @@ class Client(HttpMethods):
         backend: BackendName | None = None,
         retry_budget: RetryBudget | None = DEFAULT_BUDGET,
         circuit_breaker: CircuitBreaker | None = None,
+        rate_limit: RateLimit | None = None,
         store: StateStore | None = None,
         instrumentation: Iterable[Instrument] = (),
     ) -> None:
@@ -141,6 +146,8 @@ class Client(HttpMethods):
             timeout = checked_arguments(base, headers, timeout, http2, proxy)
             if transport is None:
                 transport = default_transport(backend=backend, verify=verify, http2=http2, limits=limits, proxy=proxy)
+            if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+                raise ValueError("rate_limit must be a RateLimit or None")
         except ValueError as error:  # ConfigurationError is one too
             raise ConfigurationError(f"Client {self.name!r}: {error}") from None
         if verify is False:
@@ -154,6 +161,7 @@ class Client(HttpMethods):
             budget=retry_budget,
             store=store,
             circuit_breaker=circuit_breaker,
+            rate_limit=rate_limit,
             instrumentation=instrumentation,
         )
         # Only the codings the transport decodes with bounded memory (see _safety/size_cap.py).

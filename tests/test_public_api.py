@@ -21,6 +21,7 @@ PUBLIC = {
     "HttpClientsSettings",
     "MemoryStore",
     "PoolLimits",
+    "RateLimit",
     "RetryBudget",
     "RetryPolicy",
     "RetryTransport",

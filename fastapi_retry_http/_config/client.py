@@ -24,6 +24,7 @@ from .._safety.headers import header_problem
 from .._safety.urls import base_url_problem
 from .._strategies.breaker import CircuitBreaker
 from .._strategies.budget import RetryBudget
+from .._strategies.rate_limit import RateLimit
 
 __all__ = ["ClientSettings", "PoolLimits"]
 
@@ -142,6 +143,8 @@ class ClientSettings(BaseModel):
             ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `null` for no cap.
         circuit_breaker: Stop sending while the upstream fails
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); unset for none.
+        rate_limit: Attempts per second, fleet-wide with a shared store, and the upstream's
+            quota headers obeyed ([`RateLimit`][fastapi_retry_http.RateLimit]); unset for none.
     """
 
     model_config = _FORBID
@@ -159,6 +162,7 @@ class ClientSettings(BaseModel):
     backend: Literal["aiohttp", "httpx"] | None = None
     retry_budget: RetryBudget | None = DEFAULT_BUDGET
     circuit_breaker: CircuitBreaker | None = None
+    rate_limit: RateLimit | None = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of `Client` these settings stand for."""
@@ -176,4 +180,5 @@ class ClientSettings(BaseModel):
             "backend": self.backend,
             "retry_budget": self.retry_budget,
             "circuit_breaker": self.circuit_breaker,
+            "rate_limit": self.rate_limit,
         }

@@ -82,6 +82,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
         store: Where the budget and the breaker keep their counts; this transport's own by default.
         circuit_breaker: Stop sending while the upstream fails most attempts
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); `None` (the default) for none.
+        rate_limit: A slot for every attempt, the upstream's quota headers obeyed
+            ([`RateLimit`][fastapi_retry_http.RateLimit]); `None` (the default) for none.
         gates: More gates, asked after the budget before every attempt.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt.
     """

@@ -13,6 +13,8 @@ from typing import Protocol, Self
 
 from .._strategies.breaker import BreakerState, CircuitBreaker
 from .._strategies.budget import BudgetCounter, RetryBudget
+from .._strategies.rate_limit import Limiter, RateLimit
+from .._strategies.slots import Schedule
 
 __all__ = ["MemoryStore", "StateStore"]
 
@@ -25,6 +27,9 @@ class StateStore(Protocol):
 
     def breaker_state(self, client: str, breaker: CircuitBreaker) -> BreakerState:
         """The counts and the break of `client`'s circuit breaker."""
+
+    def rate_limiter(self, client: str, limit: RateLimit) -> Limiter:
+        """The slots of `client`'s rate limit (shared by every client of that name on the store)."""
 
     async def start(self) -> None:
         """Begin sharing (connect, start background work); never fails because of a backend."""
@@ -42,6 +47,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._budgets: dict[tuple[str, RetryBudget], BudgetCounter] = {}
         self._breakers: dict[tuple[str, CircuitBreaker], BreakerState] = {}
+        self._limiters: dict[tuple[str, RateLimit], Schedule] = {}
 
     def budget_counter(self, client: str, budget: RetryBudget) -> BudgetCounter:
         """The counter of `client` for `budget`, made at the first ask."""
@@ -50,6 +56,13 @@ class MemoryStore:
     def breaker_state(self, client: str, breaker: CircuitBreaker) -> BreakerState:
         """The breaker state of `client` for `breaker`, made at the first ask."""
         return self._breakers.setdefault((client, breaker), BreakerState(breaker))
+
+    def rate_limiter(self, client: str, limit: RateLimit) -> Schedule:
+        """The slot schedule of `client` for `limit`, made at the first ask."""
+        key = (client, limit)
+        if key not in self._limiters:
+            self._limiters[key] = Schedule(limit.interval, limit.burst or 0)
+        return self._limiters[key]
 
     async def start(self) -> None:
         """Nothing to start: the state is in this process."""

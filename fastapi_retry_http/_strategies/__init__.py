@@ -28,6 +28,8 @@ from .._pipeline.strategy import CallStrategy, Interceptor, Strategy
 from .._stores.memory import StateStore
 from .breaker import BreakerGate, CircuitBreaker
 from .budget import DEFAULT_BUDGET, BudgetGate, RetryBudget
+from .rate_limit import Limiter, RateLimit, RateLimitGate
+from .slots import Schedule
 
 __all__ = ["OPTIONS", "Context", "Option", "Strategies", "StrategyOptions", "build"]
 
@@ -37,6 +39,7 @@ class StrategyOptions(TypedDict, total=False):
 
     retry_budget: RetryBudget | None
     circuit_breaker: CircuitBreaker | None
+    rate_limit: RateLimit | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +85,18 @@ def _budget(config: RetryBudget, context: Context) -> BudgetGate:
     return BudgetGate(context.store.budget_counter(context.name, config), context.clock)
 
 
+def _rate_limit(config: RateLimit, context: Context) -> RateLimitGate:
+    # A store of another kind (a user's own) has no shared limiter: the slots are this process's.
+    shared = getattr(context.store, "rate_limiter", None)
+    limiter: Limiter = shared(context.name, config) if shared else Schedule(config.interval, config.burst or 0)
+    return RateLimitGate(config, limiter, context.name, context.clock, context.sleep)
+
+
 #: Every option, in pipeline order. `"gates"` marks where the caller's own gates stand.
 OPTIONS: dict[str, Option] = {
     "circuit_breaker": Option(None, "attempt", _breaker),
     "retry_budget": Option(DEFAULT_BUDGET, "attempt", _budget),
+    "rate_limit": Option(None, "attempt", _rate_limit),
 }
 
 #: The caller's gates (`RetryTransport(gates=...)`) stand before this option, or last.
