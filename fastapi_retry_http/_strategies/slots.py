@@ -10,7 +10,8 @@ it. Over any window of `per` seconds at most `rate + burst` slots start (shown b
 across a window's edge.
 
 A slot given back (its waiter was cancelled) is kept as a hole and handed to the next asker,
-if still ahead; the slots ever used are then a subset of a conforming schedule, so the bound
+if still ahead (not while the server's count is in force: it cannot tell whether that slot
+was counted); the slots ever used are then a subset of a conforming schedule, so the bound
 holds. A slot that passed unused is lost: the bound is on starts, and it cannot be told apart
 from one that started.
 
@@ -27,6 +28,8 @@ import math
 
 __all__ = ["Schedule"]
 
+#: Seconds of floating-point error forgiven when a slot is compared with a limit.
+EPSILON = 1e-9
 #: Seconds by which two resets are taken for the same server window.
 SAME_RESET = 0.5
 
@@ -66,7 +69,7 @@ class Schedule:
     def take(self, now: float, latest: float) -> float | None:
         """The next slot at or after `now`, taken; `None` (nothing taken) if later than `latest`."""
         slot, hole = self._next(now)
-        if slot > latest:
+        if slot > latest + EPSILON:
             return None
         if hole:
             heapq.heappop(self._holes)
@@ -80,10 +83,8 @@ class Schedule:
 
     def give_back(self, slot: float, now: float) -> None:
         """A slot that will not be used: the next asker gets it, if it is still ahead."""
-        if slot > now and slot >= self.not_before:
+        if slot > now and slot >= self.not_before and self.left is None:
             heapq.heappush(self._holes, slot)
-            if self.left is not None and slot < self.reset_at:
-                self.left += 1
 
     def valid(self, slot: float) -> bool:
         """Whether a slot taken earlier may still be used: not in a pause, not over the server's count."""
@@ -136,9 +137,8 @@ class Schedule:
         if pace is not None:
             # The tolerance stays that of the configured rate: a slower server pace never widens the burst.
             slot = max(slot, self.tat - self.burst * (self.interval or pace))
-        spent = self.left is not None and self.left <= 0
-        if spent:
+        if self.left is not None and self.left <= 0:
             slot = max(slot, self.reset_at)
-        if holes and holes[0] < slot and not spent:
+        if holes and holes[0] < slot and self.left is None:
             return holes[0], True
         return slot, False
