@@ -24,6 +24,9 @@ Cluster hash tag: one client's keys sit on one slot):
   rest of the break; expiry is the move to half-open); value: times opened in a row.
 - `fastapi_retry_http:{billing}:tripped`: present from opening until a probe succeeds.
 - `fastapi_retry_http:{billing}:probe`: the half-open probe lease (`SET NX PX`), by token.
+- `fastapi_retry_http:{billing}:quota` hash and `...:quota:processes` sorted set: the rate
+  limit's GCRA and the processes seen lately (`_stores/fleet_quota.py`; leased on demand, not
+  flushed).
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from ._stores.fleet import FleetBreakerState, FleetBudgetCounter
+from ._stores.fleet_quota import QUOTA_SCRIPT, FleetLimiter
 from ._stores.fleet_sync import SCRIPT, adopt, breaker_args, bucket_ms
 from ._strategies.breaker import CircuitBreaker
 from ._strategies.budget import RetryBudget
+from ._strategies.rate_limit import RateLimit
 
 try:
     import redis.asyncio as _redis
@@ -86,6 +91,7 @@ class _Client:
         self.base = f"{prefix}:{{{name}}}"
         self.budget: FleetBudgetCounter | None = None
         self.breaker: FleetBreakerState | None = None
+        self.quota: FleetLimiter | None = None
 
 
 class RedisStore:
@@ -132,6 +138,7 @@ class RedisStore:
         self._clients: dict[str, _Client] = {}
         self._redis: Any = None
         self._script: Any = None
+        self._quota_script: Any = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         #: Whether the last flush reached Redis.
@@ -156,6 +163,20 @@ class RedisStore:
         if entry.breaker is None or entry.breaker.config != breaker:
             entry.breaker = FleetBreakerState(breaker)
         return entry.breaker
+
+    def rate_limiter(self, client: str, limit: RateLimit) -> FleetLimiter:
+        """`client`'s rate limit: the fleet's slots, leased in batches; this process's share without Redis."""
+        entry = self._entry(client)
+        if entry.quota is None or entry.quota.config != limit:
+            entry.quota = FleetLimiter(limit, f"{entry.base}:quota", self._lease)
+        return entry.quota
+
+    async def _lease(self, keys: list[str], args: list[Any]) -> Any:
+        if self._redis is None:
+            raise ConnectionError("the Redis store is not started")
+        if self._quota_script is None:
+            self._quota_script = self._redis.register_script(QUOTA_SCRIPT)
+        return await self._quota_script(keys=keys, args=args)
 
     def _entry(self, client: str) -> _Client:
         entry = self._clients.get(client)

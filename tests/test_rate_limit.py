@@ -15,8 +15,6 @@ import time
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from fastapi_retry_http import (
@@ -132,7 +130,7 @@ def test_settings_build_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_client_refuses_what_is_not_a_rate_limit() -> None:
-    with pytest.raises(ConfigurationError, match="'partner'.*rate_limit"):
+    with pytest.raises(ConfigurationError, match=r"'partner'.*rate_limit"):
         Client("http://127.0.0.1:1/", name="partner", rate_limit=100)  # type: ignore[arg-type]
 
 
@@ -150,7 +148,8 @@ async def test_concurrent_calls_get_fifo_slots_and_the_late_ones_are_refused_at_
     assert [type(r) for r in results[:11]] == [httpx.Response] * 11
     assert fake.waits == [pytest.approx(0.1 * i) for i in range(1, 11)]
     assert sum(upstream.hits.values()) == 11
-    assert len(refused) == 4 and all(e.client == "partner" for e in refused)
+    assert len(refused) == 4
+    assert all(e.client == "partner" for e in refused)
     assert refused[0].retry_after == pytest.approx(1.1)
     refusals = [e for e in recorder.events if e.outcome == "refused"]
     assert len(refusals) == 4
@@ -181,8 +180,10 @@ async def test_a_retry_takes_a_slot_and_a_retry_refused_returns_the_last_respons
     upstream.script("/r", 503, 200)
     async with client_for(upstream, RateLimit(rate=1, per=10, max_wait=1), fake, policy, recorder) as client:
         response = await client.get("/r")
-    assert response.status_code == 503 and upstream.hits["/r"] == 1
-    assert recorder.events[-1].outcome == "returned" and recorder.events[-1].reason == "rate_limit"
+    assert response.status_code == 503
+    assert upstream.hits["/r"] == 1
+    assert recorder.events[-1].outcome == "returned"
+    assert recorder.events[-1].reason == "rate_limit"
 
 
 async def test_a_retry_whose_backoff_outlasts_its_slot_takes_a_new_one(upstream: Upstream) -> None:
@@ -190,7 +191,7 @@ async def test_a_retry_whose_backoff_outlasts_its_slot_takes_a_new_one(upstream:
     upstream.script("/late", 503, 200)
     policy = RetryPolicy(attempts=2, statuses=frozenset({503}))
     async with client_for(upstream, RateLimit(rate=10), fake, policy) as client:
-        transport = client._transport  # type: ignore[attr-defined]
+        transport = client._transport
         assert isinstance(transport, RetryTransport)
 
         async def backoff_then_move_on(seconds: float) -> None:
@@ -228,9 +229,11 @@ async def test_hedges_take_slots(upstream: Upstream) -> None:
     policy = RetryPolicy(attempts=3, hedge_after=0.05)
     upstream.script("/h", Reply(status=503), Reply(status=503), Reply(status=200))
     async with client_for(upstream, RateLimit(rate=10), fake, policy, recorder) as client:
-        transport = client._transport  # type: ignore[attr-defined]
+        transport = client._transport
+        assert isinstance(transport, RetryTransport)
         response = await client.get("/h")
-    assert response.status_code == 200 and upstream.hits["/h"] == 3
+    assert response.status_code == 200
+    assert upstream.hits["/h"] == 3
     # Hedges 2 and 3 waited for slots +0.1 and +0.2.
     assert fake.waits == [pytest.approx(0.1), pytest.approx(0.2)]
     assert transport.strategies.by_option["rate_limit"].status()["in_flight"] == 0
@@ -252,9 +255,13 @@ async def test_a_client_gets_a_limit_and_reports_it(upstream: Upstream, waits: l
         status = client.transport.strategies.by_option["rate_limit"].status()
     assert upstream.hits["/s"] == 4
     # Two at once (1 + burst), then one every half second (the waits are skipped, time moves on).
-    assert len(waits) == 2 and all(0.4 < w <= 0.5 for w in waits)
-    assert status["rate"] == 2 and status["burst"] == 1 and status["waiting"] == 0
-    assert status["fleet"] is None and status["paused_for"] == 0.0
+    assert len(waits) == 2
+    assert all(0.4 < w <= 0.5 for w in waits)
+    assert status["rate"] == 2
+    assert status["burst"] == 1
+    assert status["waiting"] == 0
+    assert status["fleet"] is None
+    assert status["paused_for"] == 0.0
 
 
 # -- the server's word --------------------------------------------------------------------------
@@ -299,7 +306,8 @@ async def test_retry_after_on_a_503_pauses_too_and_takes_precedence(upstream: Up
 async def test_no_quota_left_holds_the_client_until_the_reset(upstream: Upstream, headers: dict[str, str]) -> None:
     fake = FakeTime()
     epoch = time.time() + 4
-    headers = {k: v.replace("EPOCH_MS", str(int(epoch * 1000))).replace("EPOCH", f"{epoch:.3f}") for k, v in headers.items()}
+    stamps = {"EPOCH_MS": str(int(epoch * 1000)), "EPOCH": f"{epoch:.3f}"}
+    headers = {k: stamps.get(v, v) for k, v in headers.items()}
     upstream.script("/q", Reply(headers=headers))
     async with client_for(upstream, RateLimit(), fake) as client:
         await client.get("/q")
@@ -339,7 +347,8 @@ async def test_follow_server_off_ignores_the_headers(upstream: Upstream) -> None
     async with client_for(upstream, RateLimit(rate=1, burst=5, follow_server=False), fake) as client:
         await client.get("/n")
         await client.get("/n")
-    assert fake.waits == [] and upstream.hits["/n"] == 2
+    assert fake.waits == []
+    assert upstream.hits["/n"] == 2
 
 
 async def test_malformed_fields_are_ignored_with_one_warning_per_client(
@@ -353,5 +362,6 @@ async def test_malformed_fields_are_ignored_with_one_warning_per_client(
             for _ in range(3):
                 assert (await client.get("/m")).status_code == 200
     warnings = [r for r in caplog.records if "unreadable" in r.getMessage()]
-    assert len(warnings) == 1 and "partner" in warnings[0].getMessage()
+    assert len(warnings) == 1
+    assert "partner" in warnings[0].getMessage()
     assert fake.waits == []

@@ -35,14 +35,15 @@ def test_no_window_holds_more_than_rate_plus_burst_and_slots_are_fifo(
     rate_per: tuple[int, float], burst: int, asks: list[tuple[float, float]]
 ) -> None:
     rate, per = rate_per
-    schedule, now, used = Schedule(per / rate, burst), 0.0, []
+    schedule, now, used = Schedule(per / rate, burst), 0.0, list[float]()
     for step, patience in asks:
         now += step * per / rate
         earliest = schedule.earliest(now)
         slot = schedule.take(now, now + patience)
         assert (slot is None) == (earliest > now + patience + EPSILON)
         if slot is not None:
-            assert slot == earliest and slot >= now
+            assert slot == earliest
+            assert slot >= now
             assert not used or slot >= used[-1]  # FIFO: never ahead of an earlier ask
             used.append(slot)
     assert most_in_any_window(used, per) <= rate + burst
@@ -107,7 +108,8 @@ class ScheduleMachine(RuleBasedStateMachine):
         self.used.remove(slot)
         self.schedule.give_back(slot, self.now)
         new = self.schedule.take(self.now, float("inf"))
-        assert new is not None and self.schedule.valid(new)
+        assert new is not None
+        assert self.schedule.valid(new)
         self.used.append(new)
 
     @invariant()

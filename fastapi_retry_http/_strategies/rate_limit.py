@@ -36,6 +36,8 @@ DEFAULT_MAX_WAIT: Final = 5.0
 #: The longest pause a server's `Retry-After` is obeyed for, in seconds (a value read from the
 #: network is untrusted: one bad header must not stop a client for a day).
 MAX_PAUSE: Final = 300.0
+#: Leases one attempt may wait for (other processes may take a batch's slots first) before it is refused.
+LEASES_PER_ATTEMPT: Final = 3
 #: Seconds a slot may have passed and still be used (a retry whose backoff outlasted its slot
 #: by more takes a new one).
 LATE: Final = 0.001
@@ -97,7 +99,7 @@ NEED_LEASE: Final = _NeedLease()
 class Limiter(Protocol):
     """Where the slots come from: this process's schedule, or the fleet's."""
 
-    def take(self, now: float, latest: float) -> float | None | _NeedLease:
+    def take(self, now: float, latest: float) -> float | _NeedLease | None:
         """A slot at or after `now`, or `None` if none by `latest`; `NEED_LEASE`: call `refill`."""
 
     async def refill(self, now: float, latest: float) -> None:
@@ -193,19 +195,21 @@ class RateLimitGate:
 
     async def _leased(self, call: Call, latest: float) -> Refusal | None:
         """No slot at hand: ask the fleet (one round trip for a batch), then take one."""
-        while True:
+        for tries in range(LEASES_PER_ATTEMPT + 1):
             now = self._clock()
             slot = self.limiter.take(now, latest)
             if slot is None:
                 return self._refusal(now)
             if slot is not NEED_LEASE:
                 break
-            if now >= latest:
+            if tries == LEASES_PER_ATTEMPT or self.limiter.earliest(now) > latest:
                 return self._refusal(now)
             await self.limiter.refill(now, latest)
         assert isinstance(slot, float | int)
         self._hold(call, slot)
-        return None if slot <= now else await self._wait(call, slot)
+        if slot > now:
+            await self._wait(call, slot)
+        return None
 
     async def _wait(self, call: Call, slot: float) -> None:
         """Sleep until the slot; take a new one if it passed (a long backoff) or a pause came."""
