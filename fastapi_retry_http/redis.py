@@ -293,6 +293,8 @@ class RedisStore:
 
     async def _sync(self, entry: _Client) -> None:
         budget, breaker = entry.budget, entry.breaker
+        if budget is None and breaker is None:
+            return  # a rate limit alone: its leases are its own round trips
         requests, retries = budget.take() if budget is not None else (0, 0)
         budget_ms = bucket_ms(budget.window) if budget is not None else 0
         args: list[Any] = [budget_ms, requests, retries]

@@ -123,6 +123,7 @@ class FleetLimiter:
         self._lease: asyncio.Task[None] | None = None
         self._recent: deque[float] = deque()
         self._asking = 0  # attempts waiting for a lease
+        self._late = LATE  # how long ago a leased slot may have passed and still be used
         self._last_lease = -math.inf
         self._earliest = -math.inf
         self._offset: tuple[float, float, float] | None = None  # (round trip, Redis - here, when)
@@ -132,6 +133,8 @@ class FleetLimiter:
         self.processes = 1
         #: Leases asked of Redis so far (round trips).
         self.round_trips = 0
+        #: Attempts of the client in flight here, waiting for their slot included (set by the gate).
+        self.in_flight: Callable[[], int] = lambda: 0
 
     def take(self, now: float, latest: float) -> float | _NeedLease | None:
         """A leased slot (or a hole), `NEED_LEASE` when none is at hand; the share when Redis is down."""
@@ -141,8 +144,7 @@ class FleetLimiter:
             return self.local.take(now, latest)
         slots, holes = self._slots, self._holes
         # A slot Redis gave as "now" is a round trip old when it arrives: still this process's.
-        late = max(LATE, self._offset[0] if self._offset is not None else 0.0)
-        while slots and (slots[0] < now - late or not self.local.valid(slots[0])):
+        while slots and (slots[0] < now - self._late or not self.local.valid(slots[0])):
             slots.popleft()  # passed unused, or inside a pause: lost
         while holes and (holes[0] < now or not self.local.valid(holes[0])):
             heapq.heappop(holes)
@@ -194,10 +196,12 @@ class FleetLimiter:
     def heed(self, pause: float | None, left: int | None, reset: float | None, pace: float | None) -> None:
         """Apply the server's word here at once, and publish it to the fleet with a lease now."""
         self.local.heed(pause, left, reset, pace)
-        if pause is None and left is None:
-            return
+        now = self._clock()
+        spent = left is not None and left <= 0 and reset is not None and reset > now
+        if pause is None and not spent:
+            return  # a count with quota left changes nothing for the fleet: not worth a round trip
         self._said = (pause or -math.inf, -1 if left is None else max(0, left), reset or 0.0)
-        self._background(self._clock())
+        self._background(now)
 
     def status(self, now: float) -> dict[str, object]:
         """The local view (server's word), and the fleet's: leased slots, processes, Redis."""
@@ -218,8 +222,11 @@ class FleetLimiter:
             recent.popleft()
 
     def _batch(self, now: float) -> int:
-        # Slots taken over the last second, for LEASE_SPAN seconds; at least one per attempt asking.
-        return max(1, self._asking, min(MAX_LEASE, math.ceil(len(self._recent) * LEASE_SPAN)))
+        # Slots taken over the last second, for LEASE_SPAN seconds, but no more than the attempts
+        # in flight here could use: a batch is consecutive slots of the fleet, and a slot that
+        # passes with nobody waiting for it is lost. At least one per attempt asking.
+        wanted = min(MAX_LEASE, math.ceil(len(self._recent) * LEASE_SPAN), self.in_flight())
+        return max(1, self._asking, wanted)
 
     def _background(self, now: float) -> None:
         if self._lease is None:
@@ -249,6 +256,7 @@ class FleetLimiter:
             self._outage(now, error, said)
             return
         self._last_lease = received = self._clock()
+        self._late = max(LATE, received - sent)
         here = self._place(redis_now / 1e6, sent, received)
         if self.down:
             self._recover()

@@ -89,7 +89,10 @@ def _rate_limit(config: RateLimit, context: Context) -> RateLimitGate:
     # A store of another kind (a user's own) has no shared limiter: the slots are this process's.
     shared = getattr(context.store, "rate_limiter", None)
     limiter: Limiter = shared(context.name, config) if shared else Schedule(config.interval, config.burst or 0)
-    return RateLimitGate(config, limiter, context.name, context.clock, context.sleep)
+    gate = RateLimitGate(config, limiter, context.name, context.clock, context.sleep)
+    if hasattr(limiter, "in_flight"):  # a fleet limiter sizes its leases by the attempts here
+        limiter.in_flight = gate.in_flight
+    return gate
 
 
 #: Every option, in pipeline order. `"gates"` marks where the caller's own gates stand.

@@ -171,6 +171,10 @@ class RateLimitGate:
         if self.config.follow_server and outcome.response is not None:
             self._heed(outcome.response, now)
 
+    def in_flight(self) -> int:
+        """Attempts admitted and not yet over (waiting for their slot included)."""
+        return self._outstanding
+
     def status(self) -> dict[str, object]:
         """The limit and its state now, for the operators' dashboard."""
         config, now = self.config, self._clock()
