@@ -282,7 +282,8 @@ def chart(results: dict[str, Any]) -> None:
 
 def table(results: dict[str, Any]) -> str:
     lines = [
-        "| set-up | max requests in any 1 s | quota used | answered 429 | leases / request (the limit) | Redis round trips / request (all) |",
+        "| set-up | max requests in any 1 s | quota used | answered 429 "
+        "| leases / request (the limit) | Redis round trips / request (all) |",
         "|---|---|---|---|---|---|",
     ]
     for mode in MODES:
@@ -335,9 +336,8 @@ def main() -> None:
     print(table(results))
     print(f"p99 wait for a slot when free: {results['light']['p99_admission_ms']:.2f} ms")
     outage = results["outage"]
-    print(
-        f"Redis down {outage['outage']['seconds']:.1f} s: upstream {outage['outage']['rate']:.1f} req/s; errors {outage['errors']}"
-    )
+    down = outage["outage"]
+    print(f"Redis down {down['seconds']:.1f} s: upstream {down['rate']:.1f} req/s; errors {outage['errors']}")
 
 
 if __name__ == "__main__":
