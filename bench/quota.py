@@ -273,7 +273,7 @@ def chart(results: dict[str, Any]) -> None:
     right.axhline(QUOTA, color="grey", linewidth=0.8)
     right.set(title="Redis stopped mid-run", xlabel="second", ylabel="upstream requests")
     for ax in (left, right):
-        ax.set_yscale("symlog", linthresh=200)
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()

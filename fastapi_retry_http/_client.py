@@ -106,11 +106,8 @@ class Client(HttpMethods):
             outage upstream does not triple the load on it; `None` for no cap.
         circuit_breaker: Stop sending to an upstream that fails most attempts, for a while
             ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); off by default.
-        rate_limit: At most so many attempts per second (fleet-wide with a shared store),
-            and the upstream's quota headers obeyed
-            ([`RateLimit`][fastapi_retry_http.RateLimit]); off by default.
-        store: Where the retry budget and the breaker keep their counts; the client's own by
-            default.
+        rate_limit: A slot for every attempt ([`RateLimit`][fastapi_retry_http.RateLimit]); off by default.
+        store: Where the budget, the breaker and the rate limit keep their state; the client's own by default.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
     """
@@ -146,8 +143,6 @@ class Client(HttpMethods):
             timeout = checked_arguments(base, headers, timeout, http2, proxy)
             if transport is None:
                 transport = default_transport(backend=backend, verify=verify, http2=http2, limits=limits, proxy=proxy)
-            if rate_limit is not None and not isinstance(rate_limit, RateLimit):
-                raise ValueError("rate_limit must be a RateLimit or None")
         except ValueError as error:  # ConfigurationError is one too
             raise ConfigurationError(f"Client {self.name!r}: {error}") from None
         if verify is False:

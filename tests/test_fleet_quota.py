@@ -133,6 +133,9 @@ async def test_redis_down_goes_local_at_the_share_and_comes_back(caplog: pytest.
         clock.now += 0.6
         fleet.take(clock.now, clock.now + 5)  # and again: this time Redis answers
         await asyncio.sleep(0.01)
+        assert fleet.down  # until the slots taken alone have passed
+        clock.now += 6  # past the pause heard, and the slots taken in it
+        assert fleet.take(clock.now, clock.now + 5) is NEED_LEASE
     assert not fleet.down
     assert script.args[-1][5] > 0  # the pause heard during the outage was published
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]

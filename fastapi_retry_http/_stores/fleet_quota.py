@@ -129,6 +129,8 @@ class FleetLimiter:
         self._offset: tuple[float, float, float] | None = None  # (round trip, Redis - here, when)
         self.down = False
         self._retry_at = -math.inf
+        self._back_at = math.inf  # when a process back in touch with Redis uses the fleet's slots again
+        self._horizon = -math.inf  # the last slot leased
         #: Processes Redis saw lately, at the last lease (this one included).
         self.processes = 1
         #: Leases asked of Redis so far (round trips).
@@ -139,9 +141,12 @@ class FleetLimiter:
     def take(self, now: float, latest: float) -> float | _NeedLease | None:
         """A leased slot (or a hole), `NEED_LEASE` when none is at hand; the share when Redis is down."""
         if self.down:
-            if now >= self._retry_at:
-                self._background(now)
-            return self.local.take(now, latest)
+            if self._back_at <= now:
+                self._recover()
+            else:
+                if now >= self._retry_at and self._back_at == math.inf:
+                    self._background(now)
+                return self.local.take(now, latest)
         slots, holes = self._slots, self._holes
         # A slot Redis gave as "now" is a round trip old when it arrives: still this process's.
         while slots and (slots[0] < now - self._late or not self.local.valid(slots[0])):
@@ -259,7 +264,9 @@ class FleetLimiter:
         self._late = max(LATE, received - sent)
         here = self._place(redis_now / 1e6, sent, received)
         if self.down:
-            self._recover()
+            # Back once the slots taken alone have passed: the fleet's schedule does not know them.
+            self._back_at = self.local.tat
+            return
         # Read back from a shared store: untrusted. Counts and offsets out of range are not obeyed.
         self.processes = min(max(1, processes), MAX_PROCESSES)
         reach = config.max_wait * 1e6 + 1
@@ -269,6 +276,7 @@ class FleetLimiter:
             if self._slots and fresh[0] < self._slots[-1]:  # a concurrent lease came back out of order
                 fresh = [s for s in fresh if s > self._slots[-1]]
             self._slots.extend(fresh)
+            self._horizon = max(self._horizon, fresh[-1])
 
     def _place(self, redis_now: float, sent: float, received: float) -> float:
         """
@@ -294,7 +302,9 @@ class FleetLimiter:
         interval = self.config.interval
         local = Schedule(None if interval is None else interval * share, (self.config.burst or 0) // share)
         local.heed(self.local.not_before, self.local.left, self.local.reset_at, self.local.server_interval)
+        local.tat = self._horizon  # after the slots leased here: they may still be used
         self.local, self._slots, self._holes = local, deque(), []
+        self._back_at = math.inf
         logger.warning(
             "%s: Redis unreachable for the rate limit (%s); this process keeps to 1/%d of the rate until it is back.",
             self._keys[0],
@@ -304,7 +314,7 @@ class FleetLimiter:
         )
 
     def _recover(self) -> None:
-        self.down = False
+        self.down, self._back_at = False, math.inf
         local = Schedule(self.config.interval, self.config.burst or 0)
         local.heed(self.local.not_before, self.local.left, self.local.reset_at, self.local.server_interval)
         self.local = local

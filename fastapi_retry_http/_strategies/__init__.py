@@ -26,6 +26,7 @@ from typing import Any, Literal, TypedDict
 from .._pipeline.events import Instruments
 from .._pipeline.strategy import CallStrategy, Interceptor, Strategy
 from .._stores.memory import StateStore
+from ..exceptions import ConfigurationError
 from .breaker import BreakerGate, CircuitBreaker
 from .budget import DEFAULT_BUDGET, BudgetGate, RetryBudget
 from .rate_limit import Limiter, RateLimit, RateLimitGate
@@ -86,6 +87,8 @@ def _budget(config: RetryBudget, context: Context) -> BudgetGate:
 
 
 def _rate_limit(config: RateLimit, context: Context) -> RateLimitGate:
+    if not isinstance(config, RateLimit):
+        raise ConfigurationError(f"Client {context.name!r}: rate_limit must be a RateLimit or None")
     # A store of another kind (a user's own) has no shared limiter: the slots are this process's.
     shared = getattr(context.store, "rate_limiter", None)
     limiter: Limiter = shared(context.name, config) if shared else Schedule(config.interval, config.burst or 0)
