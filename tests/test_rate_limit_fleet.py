@@ -92,13 +92,14 @@ async def test_two_processes_share_one_quota_with_few_round_trips(
         assert limiter(a).processes == 2
     assert upstream.hits["/f"] == 120
     # 120 slots of one fleet-wide schedule, 20 ms apart: the waits run to about 2.4 s, and no
-    # second holds more than the rate (give or take one slot: each process places Redis's slots
-    # on its own clock, good to half a round trip).
+    # second holds more than the rate, give or take a slot at each edge of the window: each
+    # process places Redis's slots on its own clock, good to half a round trip (on a loaded
+    # machine, up to a few milliseconds: less than the 20 ms between two slots).
     ordered = sorted(starts.at)
     assert len(ordered) >= 110
     # Never faster; a little slower when slots of a batch go unused (the last batch of each process).
     assert 2.3 <= ordered[-1] - ordered[0] <= 3.2
-    assert most_in_any_window(ordered, 1.0) <= 50 + 1
+    assert most_in_any_window(ordered, 1.0) <= 50 + 2  # one at each edge of the window, at most
     assert trips < 120 / 3
 
 
