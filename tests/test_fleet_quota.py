@@ -7,14 +7,19 @@ local and back. (tests/test_rate_limit_fleet.py runs it against a real redis-ser
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from typing import Any
 
+import httpx
 import pytest
 
-from fastapi_retry_http import RateLimit
+from fastapi_retry_http import RateLimit, RetryPolicy
+from fastapi_retry_http._pipeline.attempts import Call, Outcome
+from fastapi_retry_http._pipeline.strategy import Refusal
 from fastapi_retry_http._stores.fleet_quota import FleetLimiter
-from fastapi_retry_http._strategies.rate_limit import NEED_LEASE
+from fastapi_retry_http._strategies.rate_limit import NEED_LEASE, RateLimitGate
+from fastapi_retry_http.exceptions import RateLimitedError
 
 pytestmark = pytest.mark.anyio
 
@@ -159,3 +164,68 @@ async def test_leases_grow_with_the_attempts_in_flight() -> None:
     await asyncio.sleep(0.01)  # the next batch was leased ahead, in the background
     assert len(script.args) == 3
     assert script.args[-1][2] == 5  # 9 taken this second, for half a second
+
+
+def gate_for(fleet: FleetLimiter, clock: Clock, limit: RateLimit = LIMIT) -> tuple[RateLimitGate, list[float]]:
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    return RateLimitGate(limit, fleet, "partner", clock, sleep), waits
+
+
+def a_call() -> Call:
+    return Call(httpx.Request("GET", "http://partner.test/"), RetryPolicy(), "partner", None, True)
+
+
+async def test_a_retry_whose_leased_slot_passed_leases_a_new_one() -> None:
+    clock, script = Clock(), Script(lease(0, 100), lease(0))
+    fleet = limiter(script, clock)
+    gate, waits = gate_for(fleet, clock)
+    await asyncio.gather(*(fleet.refill(clock.now, clock.now + 5) for _ in range(2)))
+    call = a_call()
+    assert gate.admit(call) is None  # the slot leased for now
+    gate.record(call, Outcome(response=httpx.Response(200)))
+    waiting = gate.admit(call)  # the next leased slot, 0.1 s ahead: the retry waits after its backoff
+    assert inspect.iscoroutine(waiting)
+    clock.now += 1.0  # the backoff outlasted the slot: a new lease, a slot now
+    assert await waiting is None
+    assert waits == []
+    assert len(script.args) == 2
+    assert gate.in_flight() == 1
+
+
+async def test_a_lease_with_nothing_within_max_wait_refuses_the_call() -> None:
+    clock, script = Clock(), Script(lease(3000, earliest_ms=3000))
+    fleet = limiter(script, clock)
+    gate, _ = gate_for(fleet, clock, RateLimit(rate=10, max_wait=1))
+    waiting = gate.admit(a_call())
+    assert inspect.iscoroutine(waiting)
+    refusal = await waiting
+    assert isinstance(refusal, Refusal)
+    assert refusal.reason == "rate_limit"
+    assert isinstance(refusal.error, RateLimitedError)
+    assert refusal.error.retry_after == pytest.approx(3.0)
+
+
+def test_a_record_without_a_slot_changes_nothing() -> None:
+    clock = Clock()
+    gate, _ = gate_for(limiter(Script(), clock), clock)
+    gate.record(a_call(), Outcome(cancelled=True))
+    assert gate.in_flight() == 0
+    assert repr(NEED_LEASE) == "NEED_LEASE"
+
+
+async def test_holes_that_passed_are_dropped_and_late_batches_never_overlap() -> None:
+    clock, script = Clock(), Script(lease(0, 100, 200), lease(100, 300))
+    fleet = limiter(script, clock)
+    await asyncio.gather(*(fleet.refill(clock.now, clock.now + 5) for _ in range(3)))
+    fleet.take(clock.now, clock.now + 5)
+    fleet.give_back(100.05, clock.now)  # a hole, then it passes
+    clock.now += 0.06
+    assert fleet.take(clock.now, clock.now + 5) == pytest.approx(100.1)
+    clock.now -= 0.06
+    await asyncio.gather(*(fleet.refill(clock.now, clock.now + 5) for _ in range(2)))
+    # The second batch came back placed before the end of the first: only what lies after it is kept.
+    assert list(fleet._slots) == [pytest.approx(100.2), pytest.approx(100.3)]

@@ -80,12 +80,13 @@ class RetryTransport(httpx.AsyncBaseTransport):
         budget: Caps retries at a share of recent requests
             ([`RetryBudget`][fastapi_retry_http.RetryBudget]); `None` for no cap.
         store: Where the budget and the breaker keep their counts; this transport's own by default.
-        circuit_breaker: Stop sending while the upstream fails most attempts
-            ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]); `None` (the default) for none.
-        rate_limit: A slot for every attempt, the upstream's quota headers obeyed
-            ([`RateLimit`][fastapi_retry_http.RateLimit]); `None` (the default) for none.
         gates: More gates, asked after the budget before every attempt.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt.
+        **options: The client's resilience options, by the names `Client` gives them, each
+            `None` (off) by default: `circuit_breaker` stops sending while the upstream fails
+            most attempts ([`CircuitBreaker`][fastapi_retry_http.CircuitBreaker]);
+            `rate_limit` gives every attempt a slot and obeys the upstream's quota headers
+            ([`RateLimit`][fastapi_retry_http.RateLimit]).
     """
 
     def __init__(
