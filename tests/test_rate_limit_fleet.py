@@ -80,26 +80,43 @@ def limiter(client: httpx.AsyncClient) -> FleetLimiter:
     return found
 
 
+def record_slots(fleet: FleetLimiter, slots: list[float]) -> None:
+    """Keep every slot `fleet` hands out (on this process's clock)."""
+    take = fleet.take
+
+    def taking(now: float, latest: float) -> object:
+        slot = take(now, latest)
+        if isinstance(slot, float):
+            slots.append(slot)
+        return slot
+
+    fleet.take = taking  # type: ignore[method-assign,assignment]
+
+
 async def test_two_processes_share_one_quota_with_few_round_trips(
     stores: tuple[RedisStore, RedisStore], upstream: Upstream
 ) -> None:
-    starts = Starts()
+    starts, slots = Starts(), list[float]()
     limit = RateLimit(rate=50, per=1, max_wait=5)
     async with client_for(upstream, stores[0], limit, starts) as a, client_for(upstream, stores[1], limit, starts) as b:
+        record_slots(limiter(a), slots)
+        record_slots(limiter(b), slots)
         for _ in range(3):  # demand builds up: batches grow
             await asyncio.gather(*(c.get("/f") for c in (a, b) for _ in range(20)))
         trips = limiter(a).round_trips + limiter(b).round_trips
         assert limiter(a).processes == 2
+        placed = [limiter(c)._offset for c in (a, b)]
     assert upstream.hits["/f"] == 120
-    # 120 slots of one fleet-wide schedule, 20 ms apart: the waits run to about 2.4 s, and no
-    # second holds more than the rate, give or take a slot at each edge of the window: each
-    # process places Redis's slots on its own clock, good to half a round trip (on a loaded
-    # machine, up to a few milliseconds: less than the 20 ms between two slots).
-    ordered = sorted(starts.at)
-    assert len(ordered) >= 110
-    # Never faster; a little slower when slots of a batch go unused (the last batch of each process).
+    # 120 slots of one fleet-wide schedule, 20 ms apart: they span about 2.4 s (never less; a
+    # little more when slots of a batch go unused, such as the last batch of each process).
+    ordered = sorted(slots)
+    assert len(ordered) == 120
     assert 2.3 <= ordered[-1] - ordered[0] <= 3.2
-    assert most_in_any_window(ordered, 1.0) <= 50 + 2  # one at each edge of the window, at most
+    # No second holds more than the rate, give or take what each process's placement of Redis's
+    # slots on its own clock may be off by: half its quickest round trip (on a quiet machine a
+    # fraction of a millisecond: not one slot), at each edge of the window.
+    error = max(offset[0] for offset in placed if offset is not None) / 2
+    assert most_in_any_window(ordered, 1.0) <= 50 + 2 * math.ceil(error / 0.02)
     assert trips < 120 / 3
 
 
@@ -144,10 +161,14 @@ async def test_garbage_in_redis_is_not_obeyed(
     key = f"{stores[0].prefix}:{{partner}}:quota"
     await connection.hset(key, mapping={"tat": "9" * 30, "nb": "nan", "left": "-99999999999", "reset": "x"})
     await connection.aclose()
-    starts = Starts()
+    starts, slots = Starts(), list[float]()
     async with client_for(upstream, stores[0], RateLimit(rate=10, max_wait=1), starts) as a:
+        record_slots(limiter(a), slots)
+        asked = time.monotonic()
         assert (await a.get("/g")).status_code == 200
-    assert starts.at == []  # the first slot is now: nothing from the garbage held it back
+    # The first slot is now (give or take the round trip): nothing from the garbage held it back.
+    assert len(slots) == 1
+    assert slots[0] - asked < 0.05
 
 
 async def test_redis_down_each_keeps_to_its_share_and_nothing_fails(
@@ -171,7 +192,8 @@ async def test_redis_down_each_keeps_to_its_share_and_nothing_fails(
                 await asyncio.gather(a.get("/d"), b.get("/d"))
             assert limiter(a).processes == 2
             server.stop()
-            starts.at.clear()
+            slots = list[float]()
+            record_slots(limiter(a), slots)
             with caplog.at_level(logging.INFO, logger="fastapi_retry_http"):
                 results = await asyncio.gather(*(a.get("/d") for _ in range(6)), return_exceptions=True)
                 assert limiter(a).down
@@ -189,10 +211,10 @@ async def test_redis_down_each_keeps_to_its_share_and_nothing_fails(
         server.stop()
     assert all(isinstance(r, httpx.Response) and r.status_code == 200 for r in results)
     # Half of 20/s: one slot every 0.1 s for this process.
-    ordered = sorted(starts.at)
+    ordered = sorted(slots)
     gaps = [later - earlier for earlier, later in itertools.pairwise(ordered)]
-    assert gaps
-    assert min(gaps[:4]) >= 0.1 - 0.005
+    assert len(gaps) >= 5
+    assert min(gaps[:5]) >= 0.1 - 1e-6
     outages = [r for r in caplog.records if "Redis unreachable for the rate limit" in r.getMessage()]
     assert len(outages) == 1
     assert "1/2 of the rate" in outages[0].getMessage()

@@ -48,6 +48,8 @@ PREFETCH_FROM: Final = 4
 PRESENCE: Final = 10.0
 #: Seconds between two tries of Redis while it is down.
 OUTAGE_RETRY: Final = 0.5
+#: Seconds after a lease arrives during which its slots that passed meanwhile are still used.
+LEASE_GRACE: Final = 0.05
 #: Seconds for which Redis's earliest slot, from the last lease, is trusted without asking again.
 FRESH: Final = 0.1
 #: Seconds after which the clock offset is taken afresh from the next round trip.
@@ -148,8 +150,10 @@ class FleetLimiter:
                     self._background(now)
                 return self.local.take(now, latest)
         slots, holes = self._slots, self._holes
-        # A slot Redis gave as "now" is a round trip old when it arrives: still this process's.
-        while slots and (slots[0] < now - self._late or not self.local.valid(slots[0])):
+        # A slot Redis gave as "now" is a round trip old when it arrives, and the attempts that
+        # asked for it resume a little later still (a busy loop): it is theirs for LEASE_GRACE.
+        since = self._last_lease if now - self._last_lease < LEASE_GRACE else now
+        while slots and (slots[0] < since - self._late or not self.local.valid(slots[0])):
             slots.popleft()  # passed unused, or inside a pause: lost
         while holes and (holes[0] < now or not self.local.valid(holes[0])):
             heapq.heappop(holes)

@@ -36,8 +36,10 @@ DEFAULT_MAX_WAIT: Final = 5.0
 #: The longest pause a server's `Retry-After` is obeyed for, in seconds (a value read from the
 #: network is untrusted: one bad header must not stop a client for a day).
 MAX_PAUSE: Final = 300.0
-#: Leases one attempt may wait for (other processes may take a batch's slots first) before it is refused.
-LEASES_PER_ATTEMPT: Final = 3
+#: Leases one attempt may wait for before it is refused: a safety net only. Each lease is one round
+#: trip; the attempts of this process that asked at the same time share it, and each lease lets
+#: at least one of them go, so an attempt is refused by time (`max_wait`, its deadline) first.
+LEASES_PER_ATTEMPT: Final = 100
 #: Seconds a slot may have passed and still be used (a retry whose backoff outlasted its slot
 #: by more takes a new one).
 LATE: Final = 0.001
@@ -206,7 +208,7 @@ class RateLimitGate:
                 return self._refusal(now)
             if slot is not NEED_LEASE:
                 break
-            if tries == LEASES_PER_ATTEMPT or self.limiter.earliest(now) > latest:
+            if tries == LEASES_PER_ATTEMPT or now >= latest or self.limiter.earliest(now) > latest:
                 return self._refusal(now)
             await self.limiter.refill(now, latest)
         assert isinstance(slot, float | int)
