@@ -26,6 +26,7 @@ from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
 from ._strategies.concurrency import ConcurrencyLimit
 from ._strategies.overload import OverloadStatus
+from ._strategies.rate_limit import RateLimit
 from ._strategies.throttle import AdaptiveThrottle
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "Outcome",
     "OverloadStatus",
     "PoolLimits",
+    "RateLimit",
     "Refusal",
     "RetryBudget",
     "RetryPolicy",

@@ -26,6 +26,7 @@ from ._strategies.breaker import CircuitBreaker, CircuitStatus
 from ._strategies.budget import RetryBudget
 from ._strategies.caching import HttpCache
 from ._strategies.overload import AdaptiveThrottle, ConcurrencyLimit, OverloadStatus, overload_status
+from ._strategies.rate_limit import RateLimit
 from ._types import (
     ClientConfig,
     EventHooks,
@@ -91,9 +92,11 @@ class Client(HttpMethods):
         chaos: Faults, statuses and latency to inject ([`Chaos`][fastapi_retry_http.chaos.Chaos]); off by default.
         cache: An RFC 9111 shared cache ([`HttpCache`][fastapi_retry_http.cache.HttpCache]); off by default.
         coalesce: Concurrent identical GET and HEAD calls share one upstream call; off by default.
-        store: Where the budget, the breaker and the throttle keep their counts (the client's own by default).
+        store: Where the budget, the breaker, the throttle and the rate limit keep their state (the
+            client's own by default; a `RedisStore` shares it with the fleet).
         throttle: Refuse attempts while the upstream sheds load: an `AdaptiveThrottle`.
         concurrency: Cap and adapt the attempts in flight: a `ConcurrencyLimit`.
+        rate_limit: A slot for every attempt ([`RateLimit`][fastapi_retry_http.RateLimit]); off by default.
         instrumentation: Objects with `on_attempt(event)`, told about every attempt
             ([`AttemptEvent`][fastapi_retry_http.AttemptEvent]).
         keep_cookies: Store cookies from responses (`Set-Cookie`) and send them on later calls.
@@ -123,6 +126,7 @@ class Client(HttpMethods):
         backend: BackendName | None = None,
         retry_budget: RetryBudget | None = DEFAULT_BUDGET,
         circuit_breaker: CircuitBreaker | None = None,
+        rate_limit: RateLimit | None = None,
         store: StateStore | None = None,
         instrumentation: Iterable[Instrument] = (),
         keep_cookies: bool = False,

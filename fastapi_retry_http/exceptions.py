@@ -24,6 +24,7 @@ Exception
         ├── AttemptTimeout        (httpx.ReadTimeout) one attempt took longer than attempt_timeout
         ├── CircuitOpenError      the client's circuit breaker is open: nothing was sent
         ├── ThrottledError        the client's throttle or concurrency limit refused: nothing was sent
+        ├── RateLimitedError      no slot of the client's rate limit in time: nothing was sent
         ├── ResponseTooLargeError the response body is over max_response_bytes
         ├── InjectedFault         (httpx.ConnectError) a fault injected by chaos: nothing was sent
         └── httpx.RemoteProtocolError
@@ -43,6 +44,7 @@ __all__ = [
     "DeadlineExceeded",
     "InjectedFault",
     "LifespanNotRunError",
+    "RateLimitedError",
     "ResponseTooLargeError",
     "StreamRefused",
     "ThrottledError",
@@ -219,3 +221,22 @@ class StreamRefused(httpx.RemoteProtocolError):
         self.last_stream_id = last_stream_id
         self.client = ""
         self.retry_after = 0.0
+
+
+class RateLimitedError(httpx.TransportError):
+    """
+    The client's rate limit has no slot for this call within its `max_wait` (or before its
+    deadline), or the upstream asked the client to pause for longer: nothing was sent.
+
+    Raised at once, never after waiting in vain. A retry refused this way is not sent: the
+    call returns its last response or raises its last error instead.
+
+    Attributes:
+        client: The client's name.
+        retry_after: Seconds until the earliest slot (`0.0` when unknown).
+    """
+
+    def __init__(self, message: str, *, client: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.client = client
+        self.retry_after = retry_after

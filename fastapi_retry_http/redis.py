@@ -26,20 +26,8 @@ trust: the presence of `open`/`tripped` (a break, capped as above) and a new val
 breakers for at most `max_break_duration` at a time, or close them early; give each app its
 own prefix (`http_clients_redis_prefix`) and keep strangers off the Redis.
 
-Keys, all with a TTL, for a client `billing` and the default prefix (`{...}` is a Redis
-Cluster hash tag: one client's keys sit on one slot):
-
-- `fastapi_retry_http:{billing}:budget:<window ms>` hash `r<bucket>`/`t<bucket>`: requests
-  and retries per tenth of the window; expires after two windows without a flush.
-- `fastapi_retry_http:{billing}:breaker:<window ms>` hash `a<bucket>`/`f<bucket>`: attempts
-  and failures, likewise.
-- `fastapi_retry_http:{billing}:open`: present while the breaker is open (its PTTL is the
-  rest of the break; expiry is the move to half-open); value: times opened in a row.
-- `fastapi_retry_http:{billing}:tripped`: present from opening until a probe succeeds.
-- `fastapi_retry_http:{billing}:probe`: the half-open probe lease (`SET NX PX`), by token.
-- `fastapi_retry_http:{billing}:closed`: a marker that changes with every close by a probe.
-- `fastapi_retry_http:{billing}:throttle:<window ms>` hash `r<bucket>`/`a<bucket>`: the
-  adaptive throttle's requests and accepts per twentieth of the window (its own script).
+Keys: one client's keys share a Redis Cluster hash tag (`{billing}`) and every key has a TTL;
+the docs' "Many workers and pods" page lists them ("Key layout and memory").
 """
 
 from __future__ import annotations
@@ -52,12 +40,14 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from ._stores.fleet import DEFAULT_PREFIX, FleetBreakerState, FleetBudgetCounter
+from ._stores.fleet_quota import QUOTA_SCRIPT, FleetLimiter
 from ._stores.fleet_sync import SCRIPT
 from ._stores.fleet_throttle import THROTTLE_SCRIPT, FleetThrottleCounter, sync_throttle
-from ._stores.redis_sync import Entry, sync
+from ._stores.redis_sync import Entry, distrust, sync
 from ._stores.redis_urls import redacted as redacted  # re-exported: tests and logs use it
 from ._strategies.breaker import CircuitBreaker
 from ._strategies.budget import RetryBudget
+from ._strategies.rate_limit import RateLimit
 from ._strategies.throttle import AdaptiveThrottle
 
 try:
@@ -130,6 +120,7 @@ class RedisStore:
         self._redis: Any = None
         self._script: Any = None
         self._throttle_script: Any = None
+        self._quota_script: Any = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         #: Whether the last flush reached Redis.
@@ -161,6 +152,20 @@ class RedisStore:
         if entry.throttle is None or entry.throttle.config != throttle:
             entry.throttle = FleetThrottleCounter(throttle)
         return entry.throttle
+
+    def rate_limiter(self, client: str, limit: RateLimit) -> FleetLimiter:
+        """`client`'s rate limit: the fleet's slots, leased in batches; this process's share without Redis."""
+        entry = self._entry(client)
+        if entry.quota is None or entry.quota.config != limit:
+            entry.quota = FleetLimiter(limit, f"{entry.base}:quota", self._lease)
+        return entry.quota
+
+    async def _lease(self, keys: list[str], args: list[Any]) -> Any:
+        if self._redis is None:
+            raise ConnectionError("the Redis store is not started")
+        if self._quota_script is None:
+            self._quota_script = self._redis.register_script(QUOTA_SCRIPT)
+        return await self._quota_script(keys=keys, args=args)
 
     def _entry(self, client: str) -> Entry:
         entry = self._clients.get(client)
@@ -278,23 +283,11 @@ class RedisStore:
             entry.throttle.fleet = None
 
     async def _sync(self, entry: Entry) -> None:
+        if entry.budget is None and entry.breaker is None and entry.throttle is None:
+            return  # a rate limit alone: its leases are its own round trips
         reply = await sync(entry, self._script, self.interval, self._probe_lease)
         if reply is None or reply.dropped:
-            self._distrust(entry)
+            distrust(entry, redacted(self._url), self.prefix)
         if entry.throttle is not None:
             key = f"{entry.base}:throttle:{round(entry.throttle.config.window * 1000)}"
             await sync_throttle(self._throttle_script, key, entry.name, entry.throttle)
-
-    def _distrust(self, entry: Entry) -> None:
-        """Values in Redis that are not ours were dropped or cut: say so once per client."""
-        if entry.warned:
-            return
-        entry.warned = True  # once per client: the values are dropped at every flush
-        logger.warning(
-            "%s: Redis store %s held values this library did not write (not numbers, negative, too large, dated "
-            "in the future, or a break past max_break_duration); they were ignored. Another app on prefix %r?",
-            entry.name,
-            redacted(self._url),
-            self.prefix,
-            extra={"client": entry.name, "redis": redacted(self._url)},
-        )

@@ -31,6 +31,7 @@ PUBLIC = {
     "MemoryStore",
     "OverloadStatus",
     "PoolLimits",
+    "RateLimit",
     "RetryBudget",
     "RetryPolicy",
     "RetryTransport",

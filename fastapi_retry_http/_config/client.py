@@ -30,6 +30,7 @@ from .._strategies.breaker import CircuitBreaker
 from .._strategies.budget import RetryBudget
 from .._strategies.caching import HttpCache
 from .._strategies.concurrency import ConcurrencyLimit
+from .._strategies.rate_limit import RateLimit
 from .._strategies.throttle import AdaptiveThrottle
 from ..chaos import ALLOW_CHAOS_ENV, Chaos
 
@@ -201,6 +202,8 @@ class ClientSettings(BaseModel):
             ([`AdaptiveThrottle`][fastapi_retry_http.AdaptiveThrottle]); unset for none.
         concurrency: Cap (and adapt) the attempts in flight
             ([`ConcurrencyLimit`][fastapi_retry_http.ConcurrencyLimit]); unset for none.
+        rate_limit: Attempts per second, fleet-wide with a shared store, and the upstream's
+            quota headers obeyed ([`RateLimit`][fastapi_retry_http.RateLimit]); unset for none.
     """
 
     model_config = _FORBID
@@ -228,6 +231,7 @@ class ClientSettings(BaseModel):
     coalesce: bool = False
     throttle: AdaptiveThrottle | None = None
     concurrency: ConcurrencyLimit | None = None
+    rate_limit: RateLimit | None = None
 
     def client_kwargs(self) -> dict[str, Any]:
         """

@@ -13,6 +13,8 @@ from typing import Protocol, Self
 
 from .._strategies.breaker import BreakerState, CircuitBreaker
 from .._strategies.budget import BudgetCounter, RetryBudget
+from .._strategies.rate_limit import Limiter, RateLimit
+from .._strategies.slots import Schedule
 from .._strategies.throttle import AdaptiveThrottle, ThrottleCounter
 
 __all__ = ["MemoryStore", "StateStore"]
@@ -29,6 +31,9 @@ class StateStore(Protocol):
 
     def throttle_counter(self, client: str, throttle: AdaptiveThrottle) -> ThrottleCounter:
         """The request and accept counts of `client`'s adaptive throttle."""
+
+    def rate_limiter(self, client: str, limit: RateLimit) -> Limiter:
+        """The slots of `client`'s rate limit (shared by every client of that name on the store)."""
 
     async def start(self) -> None:
         """Begin sharing (connect, start background work); never fails because of a backend."""
@@ -47,6 +52,7 @@ class MemoryStore:
         self._budgets: dict[tuple[str, RetryBudget], BudgetCounter] = {}
         self._breakers: dict[tuple[str, CircuitBreaker], BreakerState] = {}
         self._throttles: dict[tuple[str, AdaptiveThrottle], ThrottleCounter] = {}
+        self._limiters: dict[tuple[str, RateLimit], Schedule] = {}
 
     def budget_counter(self, client: str, budget: RetryBudget) -> BudgetCounter:
         """The counter of `client` for `budget`, made at the first ask."""
@@ -62,6 +68,13 @@ class MemoryStore:
         if counter is None:
             counter = self._throttles[(client, throttle)] = ThrottleCounter(throttle)
         return counter
+
+    def rate_limiter(self, client: str, limit: RateLimit) -> Schedule:
+        """The slot schedule of `client` for `limit`, made at the first ask."""
+        key = (client, limit)
+        if key not in self._limiters:
+            self._limiters[key] = Schedule(limit.interval, limit.burst or 0)
+        return self._limiters[key]
 
     async def start(self) -> None:
         """Nothing to start: the state is in this process."""

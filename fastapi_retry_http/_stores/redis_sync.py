@@ -6,15 +6,19 @@ adoption are in `fleet_sync`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Final
 
 from .. import _clock
 from .fleet import FleetBreakerState, FleetBudgetCounter
+from .fleet_quota import FleetLimiter
 from .fleet_sync import Reply, adopt, breaker_args, bucket_ms, lease_ms, max_break_ms, parse_reply
 from .fleet_throttle import FleetThrottleCounter
 
-__all__ = ["Entry", "Script", "sync"]
+__all__ = ["Entry", "Script", "distrust", "sync"]
+
+logger: Final = logging.getLogger("fastapi_retry_http")
 
 #: The registered Lua script: awaited with `keys=` and `args=`.
 Script = Callable[..., Awaitable[Any]]
@@ -29,6 +33,7 @@ class Entry:
         self.budget: FleetBudgetCounter | None = None
         self.breaker: FleetBreakerState | None = None
         self.throttle: FleetThrottleCounter | None = None
+        self.quota: FleetLimiter | None = None
         #: Whether a warning about values not written by this library was logged.
         self.warned = False
 
@@ -76,3 +81,18 @@ async def sync(entry: Entry, script: Script, interval: float, lease: float) -> R
         breaker.fleet = (reply.attempts, reply.failures)
         adopt(breaker, _clock.monotonic(), reply, decided, interval, lease)
     return reply
+
+
+def distrust(entry: Entry, url: str, prefix: str) -> None:
+    """Values in Redis that are not ours were dropped or cut: say so once per client."""
+    if entry.warned:
+        return
+    entry.warned = True  # once per client: the values are dropped at every flush
+    logger.warning(
+        "%s: Redis store %s held values this library did not write (not numbers, negative, too large, dated "
+        "in the future, or a break past max_break_duration); they were ignored. Another app on prefix %r?",
+        entry.name,
+        url,
+        prefix,
+        extra={"client": entry.name, "redis": url},
+    )

@@ -34,6 +34,8 @@ from .caching import HttpCache
 from .chaos import ChaosInterceptor
 from .coalesce import Coalescer
 from .concurrency import ConcurrencyGate, ConcurrencyLimit
+from .rate_limit import Limiter, RateLimit, RateLimitGate
+from .slots import Schedule
 from .throttle import AdaptiveThrottle, ThrottleGate
 
 __all__ = ["OPTIONS", "Context", "Option", "Strategies", "StrategyOptions", "build"]
@@ -49,6 +51,7 @@ class StrategyOptions(TypedDict, total=False):
     coalesce: bool
     throttle: AdaptiveThrottle | None
     concurrency: ConcurrencyLimit | None
+    rate_limit: RateLimit | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,18 @@ def _concurrency(config: ConcurrencyLimit, context: Context) -> ConcurrencyGate:
     return ConcurrencyGate(config, context.name, context.clock, context.sleep)
 
 
+def _rate_limit(config: RateLimit, context: Context) -> RateLimitGate:
+    if not isinstance(config, RateLimit):
+        raise ConfigurationError(f"Client {context.name!r}: rate_limit must be a RateLimit or None")
+    # A store of another kind (a user's own) has no shared limiter: the slots are this process's.
+    shared = getattr(context.store, "rate_limiter", None)
+    limiter: Limiter = shared(context.name, config) if shared else Schedule(config.interval, config.burst or 0)
+    gate = RateLimitGate(config, limiter, context.name, context.clock, context.sleep)
+    if hasattr(limiter, "in_flight"):  # a fleet limiter sizes its leases by the attempts here
+        limiter.in_flight = gate.in_flight
+    return gate
+
+
 #: Every option, in pipeline order. `"gates"` marks where the caller's own gates stand.
 OPTIONS: dict[str, Option] = {
     "cache": Option(None, "call", _cache),
@@ -129,6 +144,7 @@ OPTIONS: dict[str, Option] = {
     "circuit_breaker": Option(None, "attempt", _breaker),
     "retry_budget": Option(DEFAULT_BUDGET, "attempt", _budget),
     "throttle": Option(None, "attempt", _throttle),
+    "rate_limit": Option(None, "attempt", _rate_limit),
     "concurrency": Option(None, "attempt", _concurrency),
     "chaos": Option(None, "send", _chaos),
 }
