@@ -299,7 +299,10 @@ class TestHedgingAtALearnedPercentile:
             started = time.monotonic()
             response = await c.get("/slow")
             elapsed = time.monotonic() - started
-        assert (response.status_code, upstream.slow) == (200, 2)
+        assert response.status_code == 200
+        # One hedge at the learned delay (a second one too, when the first hedge is slower than
+        # the delay on a busy machine: `attempts` caps them).
+        assert 2 <= upstream.slow <= 3
         assert elapsed < 2  # the first attempt would have taken 5 s
         assert latency.window.count >= MIN_SAMPLES
         delay = latency.delay("p95")
