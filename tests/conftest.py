@@ -1,12 +1,18 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from fastapi_retry_http import _backends, _client
 from fastapi_retry_http.testing import no_sleep
+from tests.redis_server import RedisServer, redis_server_path
 from tests.servers import Upstream
+
+if TYPE_CHECKING:
+    from fastapi_retry_http.redis import RedisStore
 
 
 @pytest.fixture
@@ -52,3 +58,30 @@ def request_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     """
     monkeypatch.setattr(_client, "LEAN_PATH", request.param == "lean")
     return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the session's own, on a free loopback port; killed by PID at the end."""
+    executable = redis_server_path()
+    if executable is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server); CI installs it")
+    server = RedisServer(executable)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    """Keys of this test only, on the shared server."""
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+async def stores(redis_server: RedisServer, prefix: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    """Two stores on one server: two processes, as far as the state goes."""
+    from fastapi_retry_http.redis import RedisStore  # the extra, imported only by the tests that use it
+
+    async with RedisStore(redis_server.url, prefix=prefix) as a, RedisStore(redis_server.url, prefix=prefix) as b:
+        yield a, b

@@ -10,8 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis_asyncio
@@ -20,35 +19,13 @@ from fastapi_retry_http import AdaptiveThrottle, Client, RetryPolicy
 from fastapi_retry_http._stores.fleet_throttle import REDIS_BUCKETS, FleetThrottleCounter, _valid
 from fastapi_retry_http.exceptions import ThrottledError
 from fastapi_retry_http.redis import RedisStore
-from tests.redis_server import RedisServer, free_port, redis_server_path
+from tests.redis_server import RedisServer, free_port
 from tests.servers import RawServer, response_bytes
 
 pytestmark = pytest.mark.anyio
 
 ONCE = RetryPolicy(attempts=1)
 THROTTLE = AdaptiveThrottle(window=10)
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    executable = redis_server_path()
-    if executable is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server); CI installs it")
-    server = RedisServer(executable)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"test-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def stores(redis_server: RedisServer, prefix: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
-    async with RedisStore(redis_server.url, prefix=prefix) as a, RedisStore(redis_server.url, prefix=prefix) as b:
-        yield a, b
 
 
 @pytest.fixture

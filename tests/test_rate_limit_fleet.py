@@ -13,7 +13,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -30,17 +30,6 @@ from tests.test_rate_limit_model import most_in_any_window
 pytestmark = pytest.mark.anyio
 
 ONCE = RetryPolicy(attempts=1)
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    executable = redis_server_path()
-    if executable is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server); CI installs it")
-    server = RedisServer(executable)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import logging
 import multiprocessing
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -41,31 +40,6 @@ BREAKER = CircuitBreaker(failure_ratio=0.5, minimum_throughput=4, window=30, bre
 #: A break long enough to outlast an outage.
 LONG = CircuitBreaker(failure_ratio=0.5, minimum_throughput=4, window=30, break_duration=10)
 ONCE = RetryPolicy(attempts=1)
-
-
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
-    """A redis-server of the session's own, on a free loopback port; killed by PID at the end."""
-    executable = redis_server_path()
-    if executable is None:
-        pytest.skip("redis-server is not installed (apt-get install redis-server); CI installs it")
-    server = RedisServer(executable)
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def prefix() -> str:
-    """Keys of this test only, on the shared server."""
-    return f"test-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture
-async def stores(redis_server: RedisServer, prefix: str) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
-    """Two stores on one server: two processes, as far as the state goes."""
-    async with RedisStore(redis_server.url, prefix=prefix) as a, RedisStore(redis_server.url, prefix=prefix) as b:
-        yield a, b
 
 
 async def eventually(check: object, within: float = 1.0) -> float:

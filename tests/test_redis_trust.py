@@ -27,11 +27,9 @@ from fastapi_retry_http.redis import RedisStore
 from tests.redis_server import RedisServer, free_port, redis_server_path
 from tests.servers import Upstream
 from tests.test_breaker_recovery import Recorder
-from tests.test_redis import redis_server
 
 pytestmark = pytest.mark.anyio
 
-__all__ = ["redis_server"]
 
 BREAKER = CircuitBreaker(failure_ratio=0.5, minimum_throughput=4, window=30, break_duration=0.4, max_break_duration=1)
 ONCE = RetryPolicy(attempts=1)
