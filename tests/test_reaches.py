@@ -179,8 +179,8 @@ class TestPydanticSettings:
         assert "._set_current_state(" in build
         assert "._set_settings_sources_data(" in build
         source = EnvSettingsSource(BaseSettings)
-        assert isinstance(source._init_state, dict)
-        assert "_init_state" in inspect.signature(base.__init__).parameters
+        if hasattr(source, "_init_state"):  # newer than the floor (2.13.0): the wrapper copies it then
+            assert isinstance(source._init_state, dict)
 
 
 class TestFastAPI:
