@@ -52,9 +52,9 @@ from hishel import (
 
 from ._cache_storage import MemoryStorage, once, storage_for
 from ._pipeline.attempts import call_options
-from ._pipeline.copies import read_response
+from ._pipeline.httpx_parts import read_response
 from ._pipeline.strategy import Proceed
-from ._strategies.caching import ERROR_STATUSES, HttpCache, allows_shared_reuse, stale_if_error_allows
+from ._strategies.caching import ERROR_STATUSES, HttpCache, allows_shared_reuse, reusable, stale_if_error_allows
 from ._strategies.coalesce import COALESCED_EXTENSION
 
 __all__ = ["FROM_CACHE_EXTENSION", "CacheStrategy", "HttpCache", "MemoryStorage"]
@@ -96,19 +96,19 @@ class CacheStrategy:
             return await proceed(request)  # read as it arrives: neither served nor stored
         key = hashlib.sha256(f"{self.name} {request.url}".encode()).hexdigest()
         asked = Request(request.method, str(request.url), _internal_headers(request.headers))
-        state, entries = await self._look_up(key, asked)
+        state = await self._look_up(key, asked)
         filling = None
         if isinstance(state, CacheMiss | NeedRevalidation) and asked.method in _FILLED and key not in self._filling:
             filling = self._filling[key] = asyncio.Event()
         try:
-            return await self._follow(state, request, asked, key, entries, proceed)
+            return await self._follow(state, request, asked, key, proceed)
         finally:
             if filling is not None:
                 del self._filling[key]
                 self._fills += 1
                 filling.set()
 
-    async def _look_up(self, key: str, asked: Request) -> tuple[AnyState, list[Entry]]:
+    async def _look_up(self, key: str, asked: Request) -> AnyState:
         """
         What the stored entries allow. A miss while another call of this process fills the same
         key waits for it, once, and looks again: with a storage that answers slowly (SQLite),
@@ -124,7 +124,7 @@ class CacheStrategy:
             if filling is not None or self._fills != fills:
                 entries = await self._entries(key, asked)
                 state = IdleClient(options=_OPTIONS).next(asked, entries)
-        return state, entries
+        return state
 
     async def _entries(self, key: str, asked: Request) -> list[Entry]:
         entries = await self.storage.get_entries(key)
@@ -138,7 +138,6 @@ class CacheStrategy:
         request: httpx.Request,
         asked: Request,
         key: str,
-        entries: list[Entry],
         proceed: Proceed,
     ) -> httpx.Response:
         """hishel's state machine, from `state` to the answer, with the pipeline as its network."""
@@ -152,6 +151,8 @@ class CacheStrategy:
             if isinstance(state, CacheMiss):
                 self.counts["misses"] += 1
                 upstream = await proceed(request)
+                if asked.method in _FILLED and not reusable(upstream.headers):
+                    return upstream  # nothing to store, nothing to invalidate (a safe method)
                 state = state.next(_internal_response(upstream))
             elif isinstance(state, NeedRevalidation):
                 upstream, stale = await self._revalidate(request, state, proceed)
@@ -169,8 +170,8 @@ class CacheStrategy:
             else:
                 assert isinstance(state, StoreAndUse | CouldNotBeStored)
                 assert upstream is not None
-                if isinstance(state, StoreAndUse) and not joined:
-                    await self._store(asked, state.response, key, entries)
+                if isinstance(state, StoreAndUse) and not joined and reusable(upstream.headers):
+                    await self._store(asked, state.response, key)
                 return upstream
 
     async def _revalidate(
@@ -210,15 +211,17 @@ class CacheStrategy:
                 return await _answer(entry, request)
         return None
 
-    async def _store(self, asked: Request, response: Response, key: str, older: list[Entry]) -> None:
+    async def _store(self, asked: Request, response: Response, key: str) -> None:
         entry = await self.storage.create_entry(asked, response, key)
         assert isinstance(entry.response.stream, AsyncIterator)
         async for _ in entry.response.stream:  # reading it through is what saves it
             pass
         self.counts["stored"] += 1
         vary = response.headers.get("vary")
-        for old in older:
-            if old.request.method == asked.method and _same_variant(old.request, asked, vary):
+        # The entries stored now, not those this call saw when it looked: calls that went
+        # upstream together each store, and each must replace the others' older entries.
+        for old in await self.storage.get_entries(key):
+            if old.id != entry.id and old.request.method == asked.method and _same_variant(old.request, asked, vary):
                 await self.storage.remove_entry(old.id)  # superseded: one entry per variant
 
     async def aclose(self) -> None:

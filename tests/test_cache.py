@@ -89,20 +89,26 @@ async def test_a_fresh_response_is_reused_without_an_attempt(upstream: Upstream)
 
 
 @pytest.mark.parametrize(
-    ("cache_control", "stored"),
+    ("cache_control", "validator", "stored"),
     [
-        ("max-age=60", True),
-        ("s-maxage=60", True),
-        ("public, max-age=60", True),
-        ("no-store", False),
-        ("private, max-age=60", False),  # a shared cache never stores it
-        ("no-store, max-age=60", False),
-        ("max-age=0", True),  # stored, but stale at once: revalidated before use
-        ("no-cache", True),  # stored, revalidated every time
+        ("max-age=60", {}, True),
+        ("s-maxage=60", {}, True),
+        ("public, max-age=60", {}, True),
+        ("no-store", {}, False),
+        ("private, max-age=60", {}, False),  # a shared cache never stores it
+        ("no-store, max-age=60", {}, False),
+        ("max-age=0", {"etag": '"a"'}, True),  # stored, but stale at once: revalidated before use
+        ("no-cache", {"last-modified": "Tue, 01 Dec 2026 00:00:00 GMT"}, True),  # revalidated every time
+        ("no-cache, stale-if-error=60", {}, True),  # it may answer in place of an error
+        # Nothing could ever be reused: no lifetime, nothing to revalidate with (RFC 9111
+        # lets a cache store it; storing only adds an entry every later call looks through).
+        ("max-age=0", {}, False),
+        ("no-cache", {}, False),
+        ("", {}, False),
     ],
 )
-async def test_what_is_stored(upstream: Upstream, cache_control: str, stored: bool) -> None:
-    upstream.script("/x", reply(cache_control), reply(cache_control))
+async def test_what_is_stored(upstream: Upstream, cache_control: str, validator: dict[str, str], stored: bool) -> None:
+    upstream.script("/x", reply(cache_control, **validator), reply(cache_control, **validator))
     async with Client(upstream.url, cache=HttpCache()) as client:
         await client.get("/x")
         assert strategy(client).status()["entries"] == (1 if stored else 0)
@@ -525,3 +531,15 @@ async def test_a_sqlite_file_is_shared_with_another_process(upstream: Upstream, 
         hit = await client.get("/rate")
     assert (hit.text, from_cache(hit)) == ("from another process", True)
     assert upstream.hits["/rate"] == 1
+
+
+async def test_calls_that_go_upstream_together_leave_one_entry(upstream: Upstream) -> None:
+    """Each stores; each replaces what is stored when it stores, not what it saw when it looked."""
+    upstream.script("/x", *[reply("no-cache", etag='"a"') for _ in range(48)])
+    async with Client(upstream.url, cache=HttpCache()) as client:
+        for _ in range(3):
+            responses = await asyncio.gather(*(client.get("/x") for _ in range(16)))
+            assert {response.status_code for response in responses} == {200}
+        cache = strategy(client)
+        assert cache.status()["entries"] == 1
+        assert upstream.hits["/x"] == 48  # no-cache: every call revalidated, none answered unasked

@@ -106,6 +106,20 @@ def allows_shared_reuse(response_headers: Mapping[str, str]) -> bool:
     return "public" in found or "s-maxage" in found or "must-revalidate" in found
 
 
+def reusable(response_headers: Mapping[str, str]) -> bool:
+    """
+    Whether a stored response could ever spare a call: it has a validator (`ETag`,
+    `Last-Modified`: a 304 can confirm it), a freshness lifetime (`s-maxage`, `max-age` above
+    0, `Expires`), or a `stale-if-error` window. hishel stores any storable response; one with
+    none of these (`200 OK` and no caching headers, most API answers) can never be served, and
+    storing it only adds an entry every later call has to look through.
+    """
+    if "etag" in response_headers or "last-modified" in response_headers or "expires" in response_headers:
+        return True
+    found = directives(response_headers.get("cache-control"))
+    return bool(_seconds(found.get("s-maxage")) or _seconds(found.get("max-age"))) or "stale-if-error" in found
+
+
 def stale_if_error_allows(response_headers: Mapping[str, str], now: float) -> bool:
     """
     Whether a stored response may answer in place of an upstream error (RFC 5861 §4): within
