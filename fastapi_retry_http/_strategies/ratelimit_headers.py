@@ -27,6 +27,7 @@ from typing import Final
 
 import httpx
 
+from .._pipeline.httpx_parts import header_list
 from .._pipeline.policy import RETRY_AFTER_STATUSES, parse_retry_after
 
 __all__ = ["EPOCH_FROM", "ServerWord", "read"]
@@ -37,6 +38,8 @@ EPOCH_FROM: Final = 1_000_000_000
 EPOCH_MS_FROM: Final = 100_000_000_000
 #: The longest reset or window believed, in seconds (a day): anything longer is malformed.
 LONGEST: Final = 86_400.0
+#: What the names of the headers read here begin with (httpx keeps them in lower case too).
+_SIGNALS: Final = (b"retry-after", b"ratelimit", b"x-ratelimit-")
 
 _MEMBER = re.compile(r'\s*("(?:[^"\\]|\\.)*"|[A-Za-z*][\w.:/%*-]*)((?:\s*;\s*[a-z*][a-z0-9_.*-]*=[^;,]*)*)\s*')
 _PARAM = re.compile(r'\s*;\s*([a-z*][a-z0-9_.*-]*)=("(?:[^"\\]|\\.)*"|[^;,\s]*)\s*')
@@ -57,6 +60,8 @@ class ServerWord:
 def read(response: httpx.Response, wall: float | None = None) -> ServerWord:
     """The quota signals of `response`; `wall` is the Unix time now (for epoch resets)."""
     headers, word = response.headers, ServerWord()
+    if not any(name.startswith(_SIGNALS) for _, name, _ in header_list(headers)):
+        return word  # most responses say nothing: their headers are not decoded to find out
     if response.status_code in RETRY_AFTER_STATUSES and "retry-after" in headers:
         word.pause = parse_retry_after(headers["retry-after"])
         if word.pause is None:
