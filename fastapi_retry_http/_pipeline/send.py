@@ -74,13 +74,18 @@ class Sender:
         finally:
             self.deadlines.unwatch(task)
 
-    async def _intercepted(self, call: Call) -> httpx.Response:
+    def _intercepted(self, call: Call, start: int = 0) -> Awaitable[httpx.Response]:
         """Within the attempt's time: an interceptor's answer, or the network's."""
-        for interceptor in self.interceptors:
-            response = await interceptor.intercept(call)
-            if response is not None:
-                return response
-        return await self._shielded(call.request)
+        interceptors = self.interceptors
+        for index in range(start, len(interceptors)):
+            acting = interceptors[index].intercept(call)
+            if acting is not None:
+                return self._acted(call, acting, index + 1)
+        return self._shielded(call.request)
+
+    async def _acted(self, call: Call, acting: Awaitable[httpx.Response | None], following: int) -> httpx.Response:
+        response = await acting
+        return response if response is not None else await self._intercepted(call, following)
 
     def _shielded(self, request: httpx.Request) -> Awaitable[httpx.Response]:
         sending = self._send(request)
@@ -96,11 +101,11 @@ class Sender:
             await response.aclose()  # refused on its Content-Length, before reading
             raise
         if buffered:
-            # httpx finds the content already read and does not read it again.
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
+            if not (response.is_stream_consumed and response.is_closed):  # else the backend read it
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
             response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
         return response
 

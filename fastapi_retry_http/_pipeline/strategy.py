@@ -79,8 +79,13 @@ class Rechecking(Protocol):
 class Interceptor(Protocol):
     """A strategy inside the attempt, last before the network: it may answer in its place."""
 
-    async def intercept(self, call: Call) -> httpx.Response | None:
-        """`None` sends the attempt; a response is the attempt's answer; an error its failure."""
+    def intercept(self, call: Call) -> Awaitable[httpx.Response | None] | None:
+        """
+        `None` sends the attempt at once. Otherwise what it acts with, awaited within the
+        attempt: a response is the attempt's answer, an error its failure, `None` sends it
+        after all (after an injected delay). Not a coroutine itself: an attempt it leaves
+        alone, nearly all of them, costs no coroutine.
+        """
 
 
 Proceed = Callable[[httpx.Request], Awaitable[httpx.Response]]

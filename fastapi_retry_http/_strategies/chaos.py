@@ -92,8 +92,8 @@ class ChaosInterceptor:
         #: Attempts seen, and what was injected into them.
         self.counts = {"attempts": 0, "fault": 0, "status": 0, "latency": 0}
 
-    async def intercept(self, call: Call) -> httpx.Response | None:
-        """`None` (send it), an injected response, or `InjectedFault`; after any injected latency."""
+    def intercept(self, call: Call) -> Awaitable[httpx.Response | None] | None:
+        """`None` (send it), or what is injected: latency, then a response or `InjectedFault`."""
         outcome = self._outcomes.draw()
         slow = self._latencies.draw() == 0 and self.config.latency > 0
         counts, request = self.counts, call.request
@@ -107,6 +107,10 @@ class ChaosInterceptor:
         if slow and outcome >= 0:
             counts["latency"] += 1
         request.extensions.setdefault(INJECTED_EXTENSION, {})[call.attempt] = kind
+        return self._inject(call, outcome, slow)
+
+    async def _inject(self, call: Call, outcome: int, slow: bool) -> httpx.Response | None:
+        request = call.request
         if slow:
             await self._delay(call)
         if outcome == FAULT:
