@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 import httpx
 
 from ._arguments import checked_timeout
 from ._pipeline.attempts import OPTIONS_EXTENSION, CallOptions
+from ._pipeline.httpx_parts import header_list, mark_read
 from ._pipeline.policy import RetryPolicy
 from ._pipeline.transport import RetryTransport
 from ._safety.redirects import remember_first_hop
@@ -57,8 +59,10 @@ class LeanPath:
         self._urls: dict[str, httpx.URL] = {}
         self._urls_base = client.base_url
         self._prepared_headers = httpx.Headers()
-        self._prepared_raw: list[tuple[bytes, bytes]] = []
-        self._prepared_netloc = b""
+        self._prepared_raw: list[tuple[bytes, bytes, bytes]] = []
+        self._prepared_url: httpx.URL | None = None
+        self._timeout: httpx.Timeout | None = None
+        self._timeout_dict: Mapping[str, float | None] = {}
 
     def plain(self) -> bool:
         """
@@ -92,12 +96,14 @@ class LeanPath:
 
     def prepared(self, url: httpx.URL) -> httpx.Headers:
         """The client's headers with the `Host` httpx adds for `url`, as httpx.Request orders them."""
-        raw = self.httpx.headers.raw
-        netloc = url.netloc
-        if raw != self._prepared_raw or netloc != self._prepared_netloc:
-            host = [] if "host" in self.httpx.headers else [(b"Host", netloc)]
-            self._prepared_headers = httpx.Headers(host + raw)
-            self._prepared_raw, self._prepared_netloc = raw, netloc
+        listed = header_list(self.httpx.headers)
+        if url is not self._prepared_url or listed != self._prepared_raw:
+            # The same URL object (from the cache) has the same `Host`; another may too.
+            if self._prepared_url is None or url.netloc != self._prepared_url.netloc or listed != self._prepared_raw:
+                host = [] if "host" in self.httpx.headers else [(b"Host", url.netloc)]
+                self._prepared_headers = httpx.Headers(host + self.httpx.headers.raw)
+                self._prepared_raw = list(listed)  # a copy: httpx changes its list in place
+            self._prepared_url = url
         return self._prepared_headers
 
     # long: httpx's own request building, step for step, so that the bytes sent are the same.
@@ -121,7 +127,10 @@ class LeanPath:
         """
         client = self.httpx
         per_attempt = client.timeout if timeout is USE_CLIENT_DEFAULT else checked_timeout(timeout)
-        extensions: dict[str, Any] = {"timeout": per_attempt.as_dict()}
+        if per_attempt is not self._timeout:
+            # httpx builds this dict anew for every request; here it is built once, read-only.
+            self._timeout, self._timeout_dict = per_attempt, MappingProxyType(per_attempt.as_dict())
+        extensions: dict[str, Any] = {"timeout": self._timeout_dict}
         if retry is not None:
             extensions[OPTIONS_EXTENSION] = CallOptions(retry)
         if headers or content is not None or data is not None or files is not None or json is not None:
@@ -148,9 +157,13 @@ class LeanPath:
             request = httpx.Request(
                 method, url, params=params, headers=self.prepared(url), stream=_EMPTY, extensions=extensions
             )
-            request.read()
+            mark_read(request, b"")  # what `request.read()` leaves, without its checks
         else:
             request = httpx.Request(method, url, params=params, headers=client.headers, extensions=extensions)
+        if params is None:
+            # The URL object the cache holds (httpx wrapped it anew, equal): the backend keeps
+            # what it made of the last one by identity.
+            request.url = url
         if not isinstance(request.stream, httpx.AsyncByteStream):
             raise RuntimeError("Attempted to send a sync request with an AsyncClient instance.")  # as httpx does
         try:

@@ -13,6 +13,7 @@ import httpx
 from multidict import CIMultiDict
 from yarl import URL
 
+from .._pipeline.httpx_parts import header_list
 from .aiohttp_upload import Upload
 
 __all__ = ["SKIP_AUTO_HEADERS", "Connector", "Request", "RequestParts", "adds_headers", "keepalive", "seconds"]
@@ -87,24 +88,25 @@ class RequestParts:
     __slots__ = ("_last_headers", "_last_raw", "_last_url", "_last_yarl")
 
     def __init__(self) -> None:
-        self._last_raw: list[tuple[bytes, bytes]] = []
+        self._last_raw: list[tuple[bytes, bytes, bytes]] = []
         self._last_headers: CIMultiDict[str] = CIMultiDict()
         self._last_url: httpx.URL | None = None
         self._last_yarl = URL()
 
-    def headers(self, raw: list[tuple[bytes, bytes]]) -> CIMultiDict[str]:
+    def headers(self, headers: httpx.Headers) -> CIMultiDict[str]:
         """
         The request's headers as aiohttp takes them, the last ones kept: most calls send the
         headers the call before sent (aiohttp copies them, never changes them).
         """
-        if raw != self._last_raw:
+        listed = header_list(headers)
+        if listed != self._last_raw:
             # Not the caller's Transfer-Encoding: aiohttp chunks a body of unknown length
             # itself and refuses the header alongside its own. A multidict, which aiohttp
             # takes as it is (a list it copies into one).
             self._last_headers = CIMultiDict(
-                [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw if k.lower() != b"transfer-encoding"]
+                [(k.decode("latin-1"), v.decode("latin-1")) for k, lower, v in listed if lower != b"transfer-encoding"]
             )
-            self._last_raw = raw
+            self._last_raw = list(listed)  # a copy: httpx changes its list in place
         return self._last_headers
 
     def url(self, url: httpx.URL) -> URL:

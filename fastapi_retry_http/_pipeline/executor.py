@@ -31,7 +31,7 @@ __all__ = ["Executor"]
 class Executor:
     """Sends the attempts of one client's calls through its strategies and its sender."""
 
-    __slots__ = ("_instruments", "_scoped", "gates", "sender", "timed")
+    __slots__ = ("_instruments", "_scoped", "_told", "gates", "sender", "timed")
 
     def __init__(self, sender: Sender, gates: Sequence[Gate], instruments: Instruments) -> None:
         self.sender = sender
@@ -39,6 +39,7 @@ class Executor:
         self.gates = tuple(gates)
         self._instruments = instruments
         self._scoped = instruments.scoped  # instruments told before each attempt (tracing)
+        self._told = bool(instruments)  # asked on every attempt: an attribute, not a method call
         #: Whether attempts are timed without an instrument (a latency estimate learns from them).
         self.timed = False
 
@@ -46,7 +47,7 @@ class Executor:
         """One attempt through the send, classify and record stages."""
         call.attempt += 1
         number = call.attempt
-        timed = self._instruments or self.timed
+        timed = self._told or self.timed
         started = time.perf_counter() if timed else 0.0
         request, policy = call.request, call.policy
         scopes = self._instruments.start(request, number, call.client) if self._scoped else None
@@ -66,7 +67,7 @@ class Executor:
                 cancelled.duration = time.perf_counter() - started
             for gate in self.gates:
                 gate.record(call, cancelled)
-            if self._instruments:
+            if self._told:
                 kind = "hedge_lost" if lost is not None and lost() else "cancelled"
                 self._instruments.emit(event(call, cancelled, kind))
             raise
@@ -116,14 +117,14 @@ class Executor:
                 await discard(outcome.response)
             if kind == "retry":
                 log_retry(call.client, call.request, outcome.attempt, call.policy.attempts, outcome.reason, 0.0)
-            if self._instruments:
+            if self._told:
                 self._instruments.emit(event(call, outcome, kind, wait=0.0 if kind == "retry" else None))
 
         return superseded
 
     def final(self, call: Call, outcome: Outcome, stopped: str | None = None) -> None:
         """The event of the attempt that ends `call`, and why it ended there."""
-        if not self._instruments:
+        if not self._told:
             return
         if stopped is not None:
             self._instruments.emit(event(call, outcome, "returned", reason=stopped))  # type: ignore[arg-type]
@@ -136,5 +137,5 @@ class Executor:
 
     def refused(self, call: Call, refusal: Refusal, error: Exception) -> None:
         """The one event of a call refused before its first attempt."""
-        if self._instruments:
+        if self._told:
             self._instruments.emit(refused(call, error, refusal.reason))

@@ -18,6 +18,7 @@ from typing import Final, NoReturn
 
 import httpx
 
+from .._pipeline.httpx_parts import header_list
 from ..exceptions import ResponseTooLargeError
 from .decoders import DECODERS, HTTPX_DECODES, Corrupt, Layer, Refused
 
@@ -37,11 +38,10 @@ DEFAULT_MAX_RESPONSE_BYTES: Final[int] = _DefaultCap(32 << 20)
 _BODILESS: Final = frozenset({204, 304})
 
 
-def _coding_and_length(raw: list[tuple[bytes, bytes]]) -> tuple[bool, bytes]:
+def _coding_and_length(headers: httpx.Headers) -> tuple[bool, bytes]:
     """Whether a `Content-Encoding` other than identity is declared, and the `Content-Length`."""
     coded, declared = False, b""
-    for name, value in raw:
-        name = name.lower()
+    for _, name, value in header_list(headers):
         if name == b"content-encoding":
             coded = coded or value.strip().lower() not in (b"", b"identity")
         elif name == b"content-length":
@@ -60,7 +60,7 @@ def limit_body(response: httpx.Response, request: httpx.Request, limit: int | No
         return  # no body, whatever Content-Length says: it is how a caller asks for a size
     if isinstance(limit, _DefaultCap) and not buffered:
         limit = None
-    coded, declared = _coding_and_length(response.headers.raw)
+    coded, declared = _coding_and_length(response.headers)
     if not coded:
         # The common response: nothing to decode. Checked on the raw bytes: httpx decodes
         # every header of a response the first time one is read as text.

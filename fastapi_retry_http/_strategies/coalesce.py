@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
 
 from .._pipeline.attempts import call_options
-from .._pipeline.copies import read_response
+from .._pipeline.httpx_parts import read_response
 from .._pipeline.strategy import Proceed
 
 __all__ = ["COALESCED_EXTENSION", "MAX_WAITING", "Coalescer"]
@@ -54,7 +55,7 @@ class _Flight:
 def coalescing_key(request: httpx.Request) -> tuple[Any, ...]:
     """What two calls must share to share one upstream call."""
     timeout = request.extensions.get("timeout")
-    frozen_timeout = tuple(sorted(timeout.items())) if isinstance(timeout, dict) else timeout
+    frozen_timeout = tuple(sorted(timeout.items())) if isinstance(timeout, Mapping) else timeout
     policy = call_options(request).retry
     # The policy by identity: the object is alive while its flight is (the leader holds it).
     return (request.method, str(request.url), tuple(request.headers.raw), frozen_timeout, id(policy))
