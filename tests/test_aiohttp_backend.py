@@ -203,6 +203,36 @@ class TestAfterSending:
                 await c.get("/x")
         assert server.requests == 3
 
+    @pytest.mark.parametrize(("gap", "times_out"), [(0.02, False), (0.5, True)])
+    async def test_the_read_timeout_bounds_each_wait_for_bytes_not_the_whole_body(
+        self, gap: float, times_out: bool
+    ) -> None:
+        """httpx's meaning of `read`, kept by one timer for all connections: each chunk moves it."""
+
+        async def drip(reader: Reader, writer: Writer, n: int) -> None:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n")
+            for _ in range(8):
+                await writer.drain()
+                await asyncio.sleep(gap)  # the server's pace, real time: what is being timed
+                writer.write(b"x")
+            await writer.drain()
+
+        async with RawServer(drip) as server, Client(server.url, retry=RetryPolicy(attempts=1), timeout=0.25) as c:
+            if times_out:
+                with pytest.raises(httpx.ReadTimeout):
+                    await c.get("/x")
+            else:
+                assert (await c.get("/x")).content == b"x" * 8  # 8 gaps of 0.02 s: fine
+        assert server.requests == 1
+
+    async def test_an_idle_pooled_connection_outlives_the_read_timeout(self, upstream: Upstream) -> None:
+        """A read's deadline ends with its response: a connection idle for longer is reused."""
+        async with Client(upstream.url, timeout=0.05) as c:
+            assert (await c.get("/a")).status_code == 200
+            await asyncio.sleep(0.2)  # idle in the pool, four read timeouts long
+            assert (await c.get("/b")).status_code == 200
+        assert len(upstream.client_ports) == 1
+
     @pytest.mark.parametrize(
         "garbage",
         [

@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 import aiohttp
+import aiohttp.client_proto
 import aiohttp.connector
 import fastapi.routing
 import httpx
@@ -31,6 +32,7 @@ from starlette.routing import Host, Mount, Route, WebSocketRoute
 from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
 from fastapi_retry_http._backends.aiohttp_upload import Upload
 from fastapi_retry_http._backends.httpx_pool import STOP_POINTS
+from fastapi_retry_http._pipeline.httpx_parts import headers_from_raw, mark_read
 
 pytestmark = pytest.mark.anyio
 
@@ -77,6 +79,26 @@ class TestAiohttp:
         finally:
             await connector.close()
 
+    async def test_connections_are_made_by_factory_and_time_their_reads_through_two_methods(self) -> None:
+        """`_backends/aiohttp_session.py` keeps every connection's read timeout behind one timer."""
+        connector = aiohttp.TCPConnector()
+        try:
+            assert connector._factory.func is aiohttp.client_proto.ResponseHandler
+        finally:
+            await connector.close()
+        assert "self._factory" in inspect.getsource(aiohttp.TCPConnector._create_direct_connection)
+        handler = inspect.getsource(aiohttp.client_proto.ResponseHandler)
+        # Every arming goes through `_reschedule_timeout`, every disarming through `_drop_timeout`;
+        # the timer handle is touched nowhere else.
+        owners = ("__init__", "_reschedule_timeout", "_drop_timeout")
+        sources = [inspect.getsource(getattr(aiohttp.client_proto.ResponseHandler, name)) for name in owners]
+        assert handler.count("_read_timeout_handle") == sum(source.count("_read_timeout_handle") for source in sources)
+        for method in ("_reschedule_timeout", "_drop_timeout", "_on_read_timeout"):
+            assert parameters(getattr(aiohttp.client_proto.ResponseHandler, method)) == [
+                ("self", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty)
+            ]
+        assert "self._read_timeout = read_timeout" in handler
+
     def test_the_request_class_takes_its_body_through_update_body_from_data(self) -> None:
         """`_backends/aiohttp_session.py` overrides it to leave out `Content-Length: 0`."""
         assert parameters(aiohttp.ClientRequest.update_body_from_data)[1][0] == "body"
@@ -121,6 +143,31 @@ class TestUpload:
 
 
 class TestHttpx:
+    def test_headers_keep_name_lowercased_name_and_value_in_one_list(self) -> None:
+        """`_pipeline/httpx_parts.py` reads `Headers._list` in place and builds one from bytes."""
+        headers = httpx.Headers([(b"X-One", b"1"), (b"x-two", b"2")])
+        assert headers._list == [(b"X-One", b"x-one", b"1"), (b"x-two", b"x-two", b"2")]
+        headers["X-Three"] = "3"  # changed in place: why callers keep a copy to compare with
+        assert headers._list[-1] == (b"X-Three", b"x-three", b"3")
+        assert httpx.Headers(headers)._list == headers._list  # a Headers is copied by its list
+        raw = [(b"Content-Type", b"text/plain"), (b"Set-Cookie", b"a=1"), (b"set-cookie", b"b=2")]
+        built = headers_from_raw(raw)
+        assert built.raw == raw
+        assert built["content-type"] == "text/plain"
+        assert built.get_list("Set-Cookie") == ["a=1", "b=2"]
+        assert built == httpx.Headers(raw)
+        assert built._list == httpx.Headers(raw)._list
+
+    def test_a_request_is_read_once_its_content_is_set(self) -> None:
+        """`_lean.py` marks an empty body read as `Request.read()` would, skipping its checks."""
+        request = httpx.Request("GET", "http://x/", stream=httpx.ByteStream(b""))
+        with pytest.raises(httpx.RequestNotRead):
+            _ = request.content
+        mark_read(request, b"")
+        assert request.content == b""
+        assert request.read() == b""
+        assert "self._content" in inspect.getsource(httpx.Request.read)
+
     async def test_a_response_read_elsewhere_is_served_from_content(self) -> None:
         """`_backends/aiohttp_pool.py` hands over a body it read itself, skipping httpx's decoders."""
 
