@@ -22,8 +22,8 @@ import asyncio
 import functools
 import random as _random
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Final, Unpack
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Final, Unpack, cast
 
 import httpx
 
@@ -181,8 +181,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
             if close is not None:
                 await close()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send `request` through the inner transport, retrying it by its policy."""
+    def handle_async_request(self, request: httpx.Request) -> Coroutine[Any, Any, httpx.Response]:
+        """Send `request`, retried by its policy: checked at once, the call returned to await."""
         self._check_open()
         listed = header_list(request.headers)
         if listed != self._checked_headers:  # most calls send the headers the last one sent
@@ -192,9 +192,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
                 raise httpx.LocalProtocolError(problem, request=request)
             self._checked_headers = list(listed)  # a copy: httpx changes its list in place
         guard_hop(request)
-        if self._around:
-            return await self._around(request)
-        return await self._call(request)
+        return cast(Coroutine[Any, Any, httpx.Response], self._around(request)) if self._around else self._call(request)
 
     async def _call(self, request: httpx.Request) -> httpx.Response:
         """The call: its deadline, then its attempts (retried or hedged)."""
