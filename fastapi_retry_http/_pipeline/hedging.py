@@ -99,9 +99,7 @@ class _Race:
         try:
             while self.running:
                 more = self.launched < attempts and self.stopped is None
-                done, _ = await asyncio.wait(
-                    self.running, timeout=delay if more else None, return_when=asyncio.FIRST_COMPLETED
-                )
+                done = await self._first(delay if more else None)
                 self.running.difference_update(done)
                 winner = await self._collect(done)
                 if winner is not None:
@@ -120,12 +118,37 @@ class _Race:
             return self.last, self.stopped
         finally:
             self.decided = True
-            for task in self.running:
-                task.cancel()
-            await asyncio.gather(*self.running, return_exceptions=True)
+            if self.running:  # most calls: none left, and nothing to wait for
+                for task in self.running:
+                    task.cancel()
+                await asyncio.gather(*self.running, return_exceptions=True)
             for pending in self._pending:
                 if not pending.started:  # its task was cancelled before it ran: the slot goes back
                     pending.abandon()
+
+    async def _first(self, timeout: float | None) -> set[asyncio.Task[Outcome]]:
+        """
+        The attempts done once the first is, or once `timeout` passed: `asyncio.wait(...,
+        FIRST_COMPLETED)` without its copies and checks (a hedged call waits once or twice).
+        """
+        waiter = asyncio.get_running_loop().create_future()
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        running = self.running
+        for task in running:
+            task.add_done_callback(wake)
+        timer = None if timeout is None else waiter.get_loop().call_later(timeout, wake)
+        try:
+            await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            for task in running:
+                task.remove_done_callback(wake)
+        return {task for task in running if task.done()}
 
     def _launch(self, pending: Waiting | None) -> None:
         if pending is not None:
