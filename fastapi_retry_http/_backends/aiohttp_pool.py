@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
 from typing import Any, Final
 
 import aiohttp
@@ -28,7 +29,7 @@ from .._pipeline.attempts import call_options
 from .._pipeline.httpx_parts import headers_from_raw, read_response
 from ..exceptions import ClientClosedError
 from .aiohttp_errors import httpx_error, safe_cause
-from .aiohttp_session import SKIP_AUTO_HEADERS, Connector, Request, RequestParts, adds_headers, keepalive, seconds
+from .aiohttp_session import SKIP_AUTO_HEADERS, Connector, Request, RequestParts, keepalive, seconds
 from .aiohttp_upload import Upload, WriteTimedOut, upload
 
 __all__ = ["AiohttpTransport"]
@@ -40,6 +41,10 @@ _CLOSED: Final = "The transport is closed; it cannot send requests any more."
 #: layers cost more than the read itself (about a quarter of the CPU of a small call,
 #: measured). Larger, undeclared or coded bodies stream, decoded and capped by the pipeline.
 EAGER_BYTES: Final = 64 * 1024
+#: A request's pool and write timeouts, and its connect and read ones as aiohttp takes them.
+_Timing = tuple[float | None, float | None, aiohttp.ClientTimeout]
+#: The timeouts of a request that has none: no limits.
+_NO_TIMEOUTS: Final[Mapping[str, float | None]] = MappingProxyType({})
 #: How many distinct `aiohttp.ClientTimeout`s a transport keeps (they are immutable; most
 #: clients use one or two).
 _TIMEOUTS_KEPT: Final = 32
@@ -87,6 +92,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._open_responses: set[aiohttp.ClientResponse] = set()
         self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
         self._parts = RequestParts()
+        self._timed: Mapping[str, float | None] | None = None
+        self._timing_kept: _Timing = (None, None, aiohttp.ClientTimeout())
 
     def _open(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore | None]:
         if self._closed:
@@ -135,24 +142,30 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             self._attempts.discard(task)
             self._cut.discard(task)
 
+    # long: one attempt's way through aiohttp, the eager body read inlined (a coroutine less a call).
     async def _send(
         self, session: aiohttp.ClientSession, slots: asyncio.Semaphore | None, request: httpx.Request
     ) -> httpx.Response:
-        timeouts = request.extensions.get("timeout", {})
-        await self._acquire(slots, seconds(timeouts.get("pool")), request)
+        pool, write, timeout = self._timing(request.extensions.get("timeout", _NO_TIMEOUTS))
+        if slots is not None:
+            if slots.locked():
+                await self._wait_for_slot(slots, pool, request)
+            else:
+                await slots.acquire()  # a free slot: taken at once, no timer needed
         try:
-            payload = upload(request, seconds(timeouts.get("write")))
+            payload = upload(request, write)
             try:
-                headers = self._parts.headers(request.headers)
+                parts = self._parts
+                headers = parts.headers(request.headers)
                 response = await session.request(
                     request.method,
-                    self._parts.url(request.url),
+                    parts.url(request.url),
                     headers=headers,
-                    skip_auto_headers=SKIP_AUTO_HEADERS if adds_headers(request.method, headers, payload) else None,
+                    skip_auto_headers=SKIP_AUTO_HEADERS if parts.adds_headers(request.method, payload) else None,
                     data=payload,
                     allow_redirects=False,
                     proxy=self._proxy,
-                    timeout=self._timeout(timeouts),
+                    timeout=timeout,
                 )
             except (aiohttp.ClientError, WriteTimedOut) as error:
                 raise self._error(error, request, payload, body=False) from safe_cause(error)
@@ -192,7 +205,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         received = headers_from_raw(response.raw_headers)
         return httpx.Response(response.status, headers=received, stream=stream, extensions=extensions)
 
-    def _timeout(self, timeouts: dict[str, float | None]) -> aiohttp.ClientTimeout:
+    def _timing(self, timeouts: Mapping[str, float | None]) -> _Timing:
+        """The pool and write timeouts, and aiohttp's for connect and read, of `timeouts`."""
+        if timeouts is self._timed:  # a client's lean path hands the same read-only mapping each call
+            return self._timing_kept
+        timing = (seconds(timeouts.get("pool")), seconds(timeouts.get("write")), self._timeout(timeouts))
+        if isinstance(timeouts, MappingProxyType):  # read-only: worth keeping by identity
+            self._timed, self._timing_kept = timeouts, timing
+        return timing
+
+    def _timeout(self, timeouts: Mapping[str, float | None]) -> aiohttp.ClientTimeout:
         """httpx's connect and read timeouts as aiohttp's, one immutable object per pair."""
         key = (seconds(timeouts.get("connect")), seconds(timeouts.get("read")))
         timeout = self._timeouts.get(key)
@@ -210,12 +232,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return httpx_error(error, request, writing=payload is not None and not payload.sent, body=body)
 
     @staticmethod
-    async def _acquire(slots: asyncio.Semaphore | None, timeout: float | None, request: httpx.Request) -> None:
-        if slots is None:
-            return
-        if not slots.locked():
-            await slots.acquire()  # a free slot: taken at once, no timer needed
-            return
+    async def _wait_for_slot(slots: asyncio.Semaphore, timeout: float | None, request: httpx.Request) -> None:
         try:
             async with asyncio.timeout(timeout):
                 await slots.acquire()

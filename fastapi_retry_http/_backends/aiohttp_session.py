@@ -20,27 +20,12 @@ from .._pipeline.deadlines import Expiries
 from .._pipeline.httpx_parts import header_list
 from .aiohttp_upload import Upload
 
-__all__ = ["SKIP_AUTO_HEADERS", "Connector", "Request", "RequestParts", "adds_headers", "keepalive", "seconds"]
+__all__ = ["SKIP_AUTO_HEADERS", "Connector", "Request", "RequestParts", "keepalive", "seconds"]
 
 # aiohttp adds these unless told not to; httpx already set the ones it wants.
 SKIP_AUTO_HEADERS: Final = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 #: The methods aiohttp gives a `Content-Type` even without a body.
 _POST_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
-
-
-def adds_headers(method: str, headers: CIMultiDict[str], payload: Upload | None) -> bool:
-    """
-    Whether aiohttp would add a header of its own: `Accept`, `Accept-Encoding` or `User-Agent`
-    when missing (httpx's client sets all three), `Content-Type` when missing from a body or
-    from a POST, PUT or PATCH. Only then is it told which to skip: telling it costs a merge
-    of header sets per request.
-    """
-    return not (
-        "Accept" in headers
-        and "Accept-Encoding" in headers
-        and "User-Agent" in headers
-        and ("Content-Type" in headers or (payload is None and method not in _POST_METHODS))
-    )
 
 
 class Connector(aiohttp.TCPConnector):
@@ -123,13 +108,14 @@ def keepalive(value: float | None) -> float:
 class RequestParts:
     """An `httpx.Request`'s headers and URL as aiohttp takes them, the last of each kept."""
 
-    __slots__ = ("_last_headers", "_last_raw", "_last_url", "_last_yarl")
+    __slots__ = ("_complete", "_last_headers", "_last_raw", "_last_url", "_last_yarl")
 
     def __init__(self) -> None:
         self._last_raw: list[tuple[bytes, bytes, bytes]] = []
         self._last_headers: CIMultiDict[str] = CIMultiDict()
         self._last_url: httpx.URL | None = None
         self._last_yarl = URL()
+        self._complete = False
 
     def headers(self, headers: httpx.Headers) -> CIMultiDict[str]:
         """
@@ -145,7 +131,21 @@ class RequestParts:
                 [(k.decode("latin-1"), v.decode("latin-1")) for k, lower, v in listed if lower != b"transfer-encoding"]
             )
             self._last_raw = list(listed)  # a copy: httpx changes its list in place
+            found = self._last_headers
+            self._complete = "Accept" in found and "Accept-Encoding" in found and "User-Agent" in found
         return self._last_headers
+
+    def adds_headers(self, method: str, payload: Upload | None) -> bool:
+        """
+        Whether aiohttp would add a header of its own to the last headers: `Accept`,
+        `Accept-Encoding` or `User-Agent` when missing (httpx's client sets all three),
+        `Content-Type` when missing from a body or from a POST, PUT or PATCH. Only then is it
+        told which to skip: telling it costs a merge of header sets per request.
+        """
+        return not (
+            self._complete
+            and ("Content-Type" in self._last_headers or (payload is None and method not in _POST_METHODS))
+        )
 
     def url(self, url: httpx.URL) -> URL:
         """httpx's URL as yarl's, the last one kept (a client calls the same paths over and over)."""
