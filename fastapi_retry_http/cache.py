@@ -66,6 +66,9 @@ FROM_CACHE_EXTENSION: Final = "fastapi_retry_http.from_cache"
 #: Methods whose misses are filled once per process (see `CacheStrategy._look_up`).
 _FILLED: Final = frozenset({"GET", "HEAD"})
 
+#: How many keys answered with nothing storable a cache remembers (cleared when full).
+_UNSTORED_KEPT: Final = 1024
+
 #: Shared (a service's client answers many users), and never stale without revalidation.
 _OPTIONS: Final = CacheOptions(shared=True, allow_stale=False)
 
@@ -89,12 +92,21 @@ class CacheStrategy:
         #: many fills have ended since start.
         self._filling: dict[str, asyncio.Event] = {}
         self._fills = 0
+        #: Keys (in memory) with nothing stored whose last answer could not be: looked up no more
+        #: until an answer could be (hishel's lookup is most of a miss's cost).
+        self._unstored: set[str] = set()
 
     async def around(self, request: httpx.Request, proceed: Proceed) -> httpx.Response:
         """A stored response when RFC 9111 allows it; otherwise the call, stored when allowed."""
         if call_options(request).stream:
             return await proceed(request)  # read as it arrives: neither served nor stored
         key = hashlib.sha256(f"{self.name} {request.url}".encode()).hexdigest()
+        if key in self._unstored and request.method in _FILLED:
+            self.counts["misses"] += 1
+            response = await proceed(request)
+            if reusable(response.headers):
+                self._unstored.discard(key)  # stored from the next call on, through hishel
+            return response
         asked = Request(request.method, str(request.url), _internal_headers(request.headers))
         state = await self._look_up(key, asked)
         filling = None
@@ -152,6 +164,7 @@ class CacheStrategy:
                 self.counts["misses"] += 1
                 upstream = await proceed(request)
                 if asked.method in _FILLED and not reusable(upstream.headers):
+                    await self._unstorable(key)
                     return upstream  # nothing to store, nothing to invalidate (a safe method)
                 state = state.next(_internal_response(upstream))
             elif isinstance(state, NeedRevalidation):
@@ -211,7 +224,18 @@ class CacheStrategy:
                 return await _answer(entry, request)
         return None
 
+    async def _unstorable(self, key: str) -> None:
+        """
+        Look `key` up no more while nothing is stored for it: in memory only, where this process
+        sees every store (a SQLite file is shared with other processes).
+        """
+        if isinstance(self.storage, MemoryStorage) and not await self.storage.get_entries(key):
+            if len(self._unstored) >= _UNSTORED_KEPT:
+                self._unstored.clear()
+            self._unstored.add(key)
+
     async def _store(self, asked: Request, response: Response, key: str) -> None:
+        self._unstored.discard(key)
         entry = await self.storage.create_entry(asked, response, key)
         assert isinstance(entry.response.stream, AsyncIterator)
         async for _ in entry.response.stream:  # reading it through is what saves it

@@ -543,3 +543,28 @@ async def test_calls_that_go_upstream_together_leave_one_entry(upstream: Upstrea
         cache = strategy(client)
         assert cache.status()["entries"] == 1
         assert upstream.hits["/x"] == 48  # no-cache: every call revalidated, none answered unasked
+
+
+async def test_a_url_whose_answers_cannot_be_stored_is_not_looked_up_until_one_can(upstream: Upstream) -> None:
+    """hishel's lookup is most of a miss's cost; with nothing stored and nothing storable, it is skipped."""
+    upstream.script("/x", reply(""), reply("max-age=60"), reply("max-age=60"), reply("max-age=60"))
+    async with Client(upstream.url, cache=HttpCache()) as client:
+        cache = strategy(client)
+        lookups: list[str] = []
+        original = cache.storage.get_entries
+
+        async def counted(key: str) -> list[Entry]:
+            lookups.append(key)
+            return await original(key)
+
+        cache.storage.get_entries = counted  # type: ignore[method-assign]
+        await client.get("/x")  # looked up (a miss), and checked for entries once it was not storable
+        assert (len(lookups), cache.status()["entries"]) == (2, 0)
+        await client.get("/x")  # not looked up; its answer could be stored: the next call looks up
+        assert (len(lookups), cache.status()["entries"]) == (2, 0)
+        await client.get("/x")  # looked up, a miss, stored
+        assert cache.status()["entries"] == 1
+        hit = await client.get("/x")
+        assert from_cache(hit)
+        assert cache.status()["misses"] == 3
+    assert upstream.hits["/x"] == 3

@@ -25,7 +25,7 @@ from .._pipeline.attempts import Call, Outcome
 from .._pipeline.checks import first_problem, is_count, is_seconds
 from .._pipeline.strategy import Admission, Refusal
 from ..exceptions import ConfigurationError, RateLimitedError
-from .ratelimit_headers import read
+from .ratelimit_headers import read, says_anything
 
 __all__ = ["DEFAULT_MAX_WAIT", "MAX_PAUSE", "NEED_LEASE", "Limiter", "RateLimit", "RateLimitGate"]
 
@@ -170,7 +170,7 @@ class RateLimitGate:
             self.limiter.give_back(held.pop(), now)  # the latest: a waiter's, still ahead
             return
         held.pop(0)
-        if self.config.follow_server and outcome.response is not None:
+        if self.config.follow_server and outcome.response is not None and says_anything(outcome.response):
             self._heed(outcome.response, now)
 
     def in_flight(self) -> int:

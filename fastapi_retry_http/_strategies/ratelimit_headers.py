@@ -57,11 +57,16 @@ class ServerWord:
     malformed: str | None = None
 
 
+def says_anything(response: httpx.Response) -> bool:
+    """Whether `response` has a header `read` reads; most say nothing, found without decoding them."""
+    return any(name.startswith(_SIGNALS) for _, name, _ in header_list(response.headers))
+
+
 def read(response: httpx.Response, wall: float | None = None) -> ServerWord:
     """The quota signals of `response`; `wall` is the Unix time now (for epoch resets)."""
     headers, word = response.headers, ServerWord()
-    if not any(name.startswith(_SIGNALS) for _, name, _ in header_list(headers)):
-        return word  # most responses say nothing: their headers are not decoded to find out
+    if not says_anything(response):
+        return word
     if response.status_code in RETRY_AFTER_STATUSES and "retry-after" in headers:
         word.pause = parse_retry_after(headers["retry-after"])
         if word.pause is None:
