@@ -108,7 +108,7 @@ async def test_a_fresh_response_is_reused_without_an_attempt(upstream: Upstream)
     ],
 )
 async def test_what_is_stored(upstream: Upstream, cache_control: str, validator: dict[str, str], stored: bool) -> None:
-    upstream.script("/x", reply(cache_control, **validator), reply(cache_control, **validator))
+    upstream.script("/x", reply(cache_control, b"v1", **validator), reply(cache_control, b"v1", **validator))
     async with Client(upstream.url, cache=HttpCache()) as client:
         await client.get("/x")
         assert strategy(client).status()["entries"] == (1 if stored else 0)
