@@ -6,6 +6,12 @@ fresh process; (instructions(N2) - instructions(N1)) / (N2 - N1) is the cost of 
 start-up and imports cancelled out.
 
     uv run --group bench python -m bench.instructions [--kinds ...] [--n1 300] [--n2 1300]
+    uv run --group bench python -m bench.instructions --strategies --jobs 2
+
+`--strategies` counts the rows of `bench/strategies.py` instead (the default `Client`, then
+each strategy of the round on), against the default. Counts are deterministic enough to run
+two at once (`--jobs 2`); they move by 1-2% between runs, as the number of answers one turn
+of the event loop handles depends on timing.
 
 With `BENCH_BASELINE` set to a directory holding an earlier `fastapi_retry_http` (what
 `bash bench/run --baseline REV` makes), a row counts that version too.
@@ -21,15 +27,21 @@ import re
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.bench import BASELINE, ROOT, Nginx, make_sender
+from bench.strategies import ROWS as STRATEGY_ROWS
+from bench.strategies import sender as strategy_sender
 
 KINDS = ["raw aiohttp", "Client (default: aiohttp)", "Client (round 2)", "bare httpx on our aiohttp transport"]
 
 
 async def run(kind: str, url: str, count: int, concurrency: int) -> None:
-    send, close = await make_sender(kind, url, concurrency)
+    if kind in STRATEGY_ROWS:
+        send, close = await strategy_sender(kind, url, concurrency)
+    else:
+        send, close = await make_sender(kind, url, concurrency)
     left = count
 
     async def loop() -> None:
@@ -77,23 +89,30 @@ def main() -> None:
     parser.add_argument("--n1", type=int, default=300)
     parser.add_argument("--n2", type=int, default=1300)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--strategies", action="store_true", help="each strategy on against the default")
+    parser.add_argument("--jobs", type=int, default=1, help="valgrind runs at once (one per core)")
     args = parser.parse_args()
+    kinds = list(STRATEGY_ROWS) if args.strategies else [k for k in args.kinds if k != "Client (round 2)" or BASELINE]
     nginx = Nginx()
     try:
         url = nginx.url + "/"
-        rows = {}
-        for kind in [k for k in args.kinds if k != "Client (round 2)" or BASELINE]:
-            low = instructions(kind, url, args.n1, args.concurrency)
-            high = instructions(kind, url, args.n2, args.concurrency)
-            rows[kind] = (high - low) / (args.n2 - args.n1)
+        with ThreadPoolExecutor(args.jobs) as pool:
+            counts = {
+                (kind, n): pool.submit(instructions, kind, url, n, args.concurrency)
+                for kind in kinds
+                for n in (args.n1, args.n2)
+            }
+            spread = args.n2 - args.n1
+            rows = {kind: (counts[kind, args.n2].result() - counts[kind, args.n1].result()) / spread for kind in kinds}
     finally:
         nginx.stop()
-    base = rows.get("raw aiohttp")
+    base_name = kinds[0] if args.strategies else "raw aiohttp"
+    base = rows.get(base_name)
     print(f"Instructions per request (callgrind), C={args.concurrency}, {args.n2 - args.n1} requests\n")
-    print("| client | instructions per request | against raw aiohttp |")
+    print(f"| client | instructions per request | against {'the default' if args.strategies else base_name} |")
     print("|---|---|---|")
     for kind, count in rows.items():
-        against = f"{count / base:.2f}x" if base else ""
+        against = f"{count / base:.3f}x" if base else ""
         print(f"| {kind} | {count:,.0f} | {against} |")
 
 
