@@ -8,6 +8,7 @@ one buys is proven by the tests the table names.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import inspect
 import re
@@ -30,6 +31,7 @@ from pydantic_settings.sources import EnvSettingsSource
 from starlette.routing import Host, Mount, Route, WebSocketRoute
 
 from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
+from fastapi_retry_http._backends.aiohttp_session import Request
 from fastapi_retry_http._backends.aiohttp_upload import Upload
 from fastapi_retry_http._backends.httpx_pool import STOP_POINTS
 from fastapi_retry_http._pipeline.httpx_parts import headers_from_raw, mark_read
@@ -45,18 +47,49 @@ def parameters(function: Any) -> list[tuple[str, Any, Any]]:
 
 
 class TestAiohttp:
-    async def test_the_sessions_hidden_retry_has_its_switch(self) -> None:
-        """`_backends/aiohttp_pool.py` turns off aiohttp's silent re-send of idempotent requests."""
-        session = aiohttp.ClientSession()
-        try:
-            assert session._retry_connection is True
-        finally:
-            await session.close()
-        assert "self._retry_connection" in inspect.getsource(aiohttp.ClientSession._request)
+    async def test_the_exchange_follows_the_sessions_own_steps(self) -> None:
+        """
+        `_backends/aiohttp_exchange.py` sends as `ClientSession._request` does, step for step:
+        the same request-class keywords (the ones it leaves at their defaults are the session's
+        features it does not use), the same connection parameters, the same calls.
+        """
+        source = inspect.getsource(aiohttp.ClientSession._request)
+        made = re.search(r"req = self\._request_class\((.*?)\n\s*\)\n", source, re.S)
+        assert made is not None
+        assert set(re.findall(r"(\w+)=", made.group(1))) == {
+            *("params", "headers", "skip_auto_headers", "data", "cookies", "auth", "version", "compress"),
+            *("chunked", "expect100", "loop", "response_class", "proxy", "proxy_auth", "timer", "session"),
+            *("ssl", "server_hostname", "proxy_headers", "traces", "trust_env"),
+        }
+        given = re.search(r"conn\.protocol\.set_response_params\((.*?)\)\n", source, re.S)
+        assert given is not None
+        for step in (
+            "conn = await self._connector.connect(",
+            "except asyncio.TimeoutError as exc:",
+            "resp = await req.send(conn)",
+            "await resp.start(conn)",
+            "raise ClientOSError(*exc.args) from exc",
+            "await req._body.close()",
+        ):
+            assert step in source, step
         transport = AiohttpTransport(ssl_context=ssl.create_default_context(), limits=httpx.Limits(), proxy=None)
         try:
-            ours, _ = transport._open()
-            assert ours._retry_connection is False
+            exchange, _ = transport._open()
+            names = set(exchange._params) | {"skip_payload", "read_timeout"}
+            assert set(re.findall(r"(\w+)=", given.group(1))) == names
+            assert names == set(
+                inspect.signature(aiohttp.client_proto.ResponseHandler.set_response_params).parameters
+            ) - {"self"}
+            session = transport._session
+            assert session is not None
+            assert (session._request_class, session._response_class) == (Request, aiohttp.ClientResponse)
+            assert session._loop is asyncio.get_running_loop()
+            assert not session._trace_configs
+            assert not session._middlewares
+            assert session._default_auth is None
+            assert not session._raise_for_status
+            assert session._base_url is None
+            assert not session.headers
         finally:
             await transport.aclose()
 

@@ -124,3 +124,17 @@ async def test_the_callers_request_headers_are_not_changed(upstream: Upstream) -
     assert response.content == b"one,two,three"
     assert list(request.headers.raw) == before
     assert request.headers["transfer-encoding"] == "chunked"
+
+
+async def test_userinfo_in_an_absolute_url_is_sent_once_as_basic_auth(
+    upstream: Upstream, backend: str, request_path: str
+) -> None:
+    """
+    httpx turns a URL's user information into an `Authorization` header and httpcore leaves
+    it out of the request line; every backend and request path sends exactly that, once.
+    """
+    async with Client(upstream.url, allow_absolute_urls=True) as client:
+        response = await client.get(upstream.url.replace("http://", "http://user:pw@") + "/who")
+    assert response.status_code == 200
+    ((headers, _),) = upstream.seen["/who"]
+    assert headers["authorization"] == "Basic dXNlcjpwdw=="

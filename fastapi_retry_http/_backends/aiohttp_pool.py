@@ -29,6 +29,7 @@ from .._pipeline.attempts import call_options
 from .._pipeline.httpx_parts import headers_from_raw, read_response
 from ..exceptions import ClientClosedError
 from .aiohttp_errors import httpx_error, safe_cause
+from .aiohttp_exchange import Exchange
 from .aiohttp_session import SKIP_AUTO_HEADERS, Connector, Request, RequestParts, keepalive, seconds
 from .aiohttp_upload import Upload, WriteTimedOut, upload
 
@@ -82,6 +83,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._limits = limits
         self._proxy = None if proxy is None else str(proxy)
         self._session: aiohttp.ClientSession | None = None
+        self._exchange: Exchange | None = None
         self._slots: asyncio.Semaphore | None = None
         self._closed = False
         # What aclose() must end itself, or it would wait: attempts before their response
@@ -95,12 +97,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._timed: Mapping[str, float | None] | None = None
         self._timing_kept: _Timing = (None, None, aiohttp.ClientTimeout())
 
-    def _open(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore | None]:
+    def _open(self) -> tuple[Exchange, asyncio.Semaphore | None]:
         if self._closed:
             # A new session here would never be closed ("Unclosed connector").
             raise ClientClosedError(_CLOSED)
         # The session binds to the running loop, so it is made at the first request.
-        if self._session is None:
+        if self._exchange is None:
             limit = self._limits.max_connections
             idle = self._limits.max_keepalive_connections
             connector = Connector(
@@ -119,20 +121,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 request_class=Request,
                 trust_env=False,
             )
-            # aiohttp quietly re-sends an idempotent request once when a reused connection
-            # turns out dead. The retry policy is the one place that decides on re-sending,
-            # and counts every attempt: turn the hidden one off.
-            self._session._retry_connection = False
+            # Sent through `Exchange`, not `session.request`: none of the session's features
+            # is used, and its hidden re-send of an idempotent request on a reused connection
+            # that turns out dead is left out (the retry policy decides on re-sending, and
+            # counts every attempt).
+            self._exchange = Exchange(self._session, self._proxy)
             self._slots = asyncio.Semaphore(limit) if limit else None
-        return self._session, self._slots
+        return self._exchange, self._slots
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session, slots = self._open()
+        exchange, slots = self._open()
         task = asyncio.current_task()
         assert task is not None
         self._attempts.add(task)
         try:
-            return await self._send(session, slots, request)
+            return await self._send(exchange, slots, request)
         except asyncio.CancelledError:
             # Cancelled by aclose() and by nobody else (a deadline, the caller): closed.
             if task in self._cut and task.uncancel() == 0:
@@ -144,7 +147,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     # long: one attempt's way through aiohttp, the eager body read inlined (a coroutine less a call).
     async def _send(
-        self, session: aiohttp.ClientSession, slots: asyncio.Semaphore | None, request: httpx.Request
+        self, exchange: Exchange, slots: asyncio.Semaphore | None, request: httpx.Request
     ) -> httpx.Response:
         pool, write, timeout = self._timing(request.extensions.get("timeout", _NO_TIMEOUTS))
         if slots is not None:
@@ -157,15 +160,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             try:
                 parts = self._parts
                 headers = parts.headers(request.headers)
-                response = await session.request(
+                response = await exchange(
                     request.method,
                     parts.url(request.url),
-                    headers=headers,
-                    skip_auto_headers=SKIP_AUTO_HEADERS if parts.adds_headers(request.method, payload) else None,
-                    data=payload,
-                    allow_redirects=False,
-                    proxy=self._proxy,
-                    timeout=timeout,
+                    headers,
+                    SKIP_AUTO_HEADERS if parts.adds_headers(request.method, payload) else None,
+                    payload,
+                    timeout,
                 )
             except (aiohttp.ClientError, WriteTimedOut) as error:
                 raise self._error(error, request, payload, body=False) from safe_cause(error)
@@ -249,7 +250,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._open_responses.clear()
         if self._session is not None:
             await self._session.close()
-            self._session = None
+            self._session = self._exchange = None
 
 
 class _ResponseStream(httpx.AsyncByteStream):

@@ -26,6 +26,8 @@ __all__ = ["SKIP_AUTO_HEADERS", "Connector", "Request", "RequestParts", "keepali
 SKIP_AUTO_HEADERS: Final = frozenset({"Accept", "Accept-Encoding", "User-Agent", "Content-Type"})
 #: The methods aiohttp gives a `Content-Type` even without a body.
 _POST_METHODS: Final = frozenset({"POST", "PUT", "PATCH"})
+#: The schemes a request may have (httpcore's: aiohttp's session would also send `ws` as HTTP).
+_SCHEMES: Final = frozenset({"http", "https"})
 
 
 class Connector(aiohttp.TCPConnector):
@@ -148,8 +150,16 @@ class RequestParts:
         )
 
     def url(self, url: httpx.URL) -> URL:
-        """httpx's URL as yarl's, the last one kept (a client calls the same paths over and over)."""
+        """
+        httpx's URL as yarl's, the last one kept (a client calls the same paths over and over),
+        checked as aiohttp's session would check it, without its user information: httpx
+        sent that as an `Authorization` header already, and httpcore leaves it out too.
+        """
         if url is not self._last_url:  # the lean path hands the same URL object for a path
-            self._last_yarl = URL(str(url), encoded=True)
-            self._last_url = url
+            converted = URL(str(url), encoded=True)
+            if converted.scheme not in _SCHEMES or not converted.raw_host:  # as httpcore: unsupported
+                raise aiohttp.NonHttpUrlClientError(converted)
+            if converted.raw_user is not None or converted.raw_password is not None:
+                converted = converted.with_user(None)
+            self._last_yarl, self._last_url = converted, url
         return self._last_yarl
