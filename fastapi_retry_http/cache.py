@@ -95,12 +95,19 @@ class CacheStrategy:
         #: Keys (in memory) with nothing stored whose last answer could not be: looked up no more
         #: until an answer could be (hishel's lookup is most of a miss's cost).
         self._unstored: set[str] = set()
+        #: The last URL's key (URLs are immutable; the lean path reuses one object per path).
+        self._keyed_url: httpx.URL | None = None
+        self._key = ""
 
     async def around(self, request: httpx.Request, proceed: Proceed) -> httpx.Response:
         """A stored response when RFC 9111 allows it; otherwise the call, stored when allowed."""
         if call_options(request).stream:
             return await proceed(request)  # read as it arrives: neither served nor stored
-        key = hashlib.sha256(f"{self.name} {request.url}".encode()).hexdigest()
+        url = request.url
+        if url is not self._keyed_url:  # the lean path hands the same URL object for a path
+            self._key = hashlib.sha256(f"{self.name} {url}".encode()).hexdigest()
+            self._keyed_url = url
+        key = self._key
         if key in self._unstored and request.method in _FILLED:
             self.counts["misses"] += 1
             response = await proceed(request)

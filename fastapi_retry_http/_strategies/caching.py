@@ -14,7 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import httpx
+
 from .._pipeline.checks import first_problem, is_count
+from .._pipeline.httpx_parts import header_list
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -37,6 +40,8 @@ DEFAULT_MAX_ENTRY_BYTES: Final = 1024 * 1024
 #: Upstream answers that count as an error for `stale-if-error` (RFC 5861 §4), besides any
 #: transport error (a refused call included: `CircuitOpenError`, a rate limit, a deadline).
 ERROR_STATUSES: Final = frozenset({500, 502, 503, 504})
+#: Response headers (lowercased) that alone make a stored response reusable.
+_LIFETIME_OR_VALIDATOR: Final = frozenset({b"etag", b"last-modified", b"expires"})
 
 Storage = Literal["memory", "sqlite"]
 
@@ -106,7 +111,7 @@ def allows_shared_reuse(response_headers: Mapping[str, str]) -> bool:
     return "public" in found or "s-maxage" in found or "must-revalidate" in found
 
 
-def reusable(response_headers: Mapping[str, str]) -> bool:
+def reusable(response_headers: httpx.Headers) -> bool:
     """
     Whether a stored response could ever spare a call: it has a validator (`ETag`,
     `Last-Modified`: a 304 can confirm it), a freshness lifetime (`s-maxage`, `max-age` above
@@ -114,9 +119,17 @@ def reusable(response_headers: Mapping[str, str]) -> bool:
     none of these (`200 OK` and no caching headers, most API answers) can never be served, and
     storing it only adds an entry every later call has to look through.
     """
-    if "etag" in response_headers or "last-modified" in response_headers or "expires" in response_headers:
-        return True
-    found = directives(response_headers.get("cache-control"))
+    # One pass over the names as bytes: a lookup by name of a header that is missing raises
+    # and catches a KeyError inside httpx, and most answers have none of these.
+    cache_control: list[str] = []
+    for _, name, value in header_list(response_headers):
+        if name in _LIFETIME_OR_VALIDATOR:
+            return True
+        if name == b"cache-control":
+            cache_control.append(value.decode("latin-1"))
+    if not cache_control:
+        return False
+    found = directives(", ".join(cache_control))
     return bool(_seconds(found.get("s-maxage")) or _seconds(found.get("max-age"))) or "stale-if-error" in found
 
 
