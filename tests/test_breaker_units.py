@@ -124,7 +124,7 @@ async def test_a_failed_flush_keeps_its_counts_and_a_newer_change() -> None:
     entry.budget = FleetBudgetCounter(RetryBudget())
     entry.breaker = breaker = FleetBreakerState(CONFIG)
     entry.budget.sent(0.0)
-    breaker.counted(0.0, True)
+    breaker.tally(0.0, True)
 
     async def fails_after_a_change(**_: Any) -> Any:
         breaker.trip(0.0, lambda: 0.0)  # decided here while the flush was out

@@ -123,12 +123,11 @@ class FleetBreakerState(BreakerState):
         #: Names this state's lease and closes in Redis (one per state: two stores never share one).
         self.token: Final = secrets.token_hex(8)
 
-    def counted(self, now: float, failed: bool) -> tuple[int, int]:
-        """Count one attempt here and for the fleet; the totals the breaker decides on."""
-        local = super().counted(now, failed)
+    def tally(self, now: float, failed: bool) -> None:
+        """Count one attempt here and for the fleet (sent at the next flush)."""
+        super().tally(now, failed)
         self.pending_attempts += 1
         self.pending_failures += failed
-        return local if self.fleet is None else self._fleet_totals()
 
     def window(self, now: float) -> tuple[int, int]:
         """The attempts and failures over the window: the fleet's when known."""

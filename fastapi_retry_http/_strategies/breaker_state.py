@@ -86,23 +86,20 @@ class BreakerState:
 
     def count(self, now: float, failed: bool, random: Callable[[], float]) -> None:
         """Count one attempt that is not a probe; a failure opens it at the ratio when closed."""
-        attempts, failures = self.counted(now, failed)
+        self.tally(now, failed)
+        if not failed or self.tripped:
+            return  # a success never opens it: no totals to add up
+        attempts, failures = self.window(now)
         config = self.config
-        if (
-            failed
-            and not self.tripped
-            and attempts >= config.minimum_throughput
-            and failures >= config.failure_ratio * attempts
-        ):
+        if attempts >= config.minimum_throughput and failures >= config.failure_ratio * attempts:
             self.trip(now, random)
 
-    def counted(self, now: float, failed: bool) -> tuple[int, int]:
-        """Count one attempt at `now`; the attempts and failures the breaker decides on."""
+    def tally(self, now: float, failed: bool) -> None:
+        """Count one attempt at `now` in the window."""
         self._roll(now)
         slot = self._current % self.BUCKETS
         self._attempts[slot] += 1
         self._failures[slot] += failed
-        return sum(self._attempts), sum(self._failures)
 
     def window(self, now: float) -> tuple[int, int]:
         """The attempts and failures over the window at `now`."""
@@ -223,6 +220,8 @@ class BreakerState:
 
     def _roll(self, now: float) -> None:
         index = int(now / self._width)
+        if index <= self._current:
+            return  # still in the current bucket: most calls
         for stale in range(max(self._current + 1, index - self.BUCKETS + 1), index + 1):
             self._attempts[stale % self.BUCKETS] = 0
             self._failures[stale % self.BUCKETS] = 0

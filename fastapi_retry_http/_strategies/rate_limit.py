@@ -165,13 +165,12 @@ class RateLimitGate:
         if not isinstance(held, list) or not held:
             return
         self._outstanding -= 1
-        now = self._clock()
         if outcome.cancelled or outcome.refusal is not None:
-            self.limiter.give_back(held.pop(), now)  # the latest: a waiter's, still ahead
+            self.limiter.give_back(held.pop(), self._clock())  # the latest: a waiter's, still ahead
             return
         held.pop(0)
         if self.config.follow_server and outcome.response is not None and says_anything(outcome.response):
-            self._heed(outcome.response, now)
+            self._heed(outcome.response, self._clock())
 
     def in_flight(self) -> int:
         """Attempts admitted and not yet over (waiting for their slot included)."""

@@ -74,9 +74,9 @@ class Schedule:
         if hole:
             heapq.heappop(self._holes)
         else:
-            pace = self.pace()
+            pace = self.interval if self.server_interval is None else self.pace()
             if pace is not None:
-                self.tat = max(self.tat, slot) + pace
+                self.tat = (self.tat if self.tat > slot else slot) + pace
         if self.left is not None and slot < self.reset_at:
             self.left -= 1
         return slot
@@ -132,11 +132,12 @@ class Schedule:
         holes = self._holes
         while holes and (holes[0] < now or holes[0] < self.not_before):
             heapq.heappop(holes)
-        slot = max(now, self.not_before)
-        pace = self.pace()
+        slot = now if now >= self.not_before else self.not_before
+        pace = self.interval if self.server_interval is None else self.pace()
         if pace is not None:
             # The tolerance stays that of the configured rate: a slower server pace never widens the burst.
-            slot = max(slot, self.tat - self.burst * (self.interval or pace))
+            earliest = self.tat - self.burst * (self.interval or pace)
+            slot = slot if slot >= earliest else earliest
         if self.left is not None and self.left <= 0:
             slot = max(slot, self.reset_at)
         if holes and holes[0] < slot and self.left is None:
