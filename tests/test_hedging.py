@@ -111,6 +111,52 @@ class TestHedging:
             response = await c.get("/x")
         assert (response.text, server.requests) == ("answer 1", 1)
 
+    async def test_a_caller_leaving_during_the_first_attempt_sends_no_hedge(self) -> None:
+        arrived = asyncio.Event()
+
+        async def hang(reader: Reader, writer: Writer, n: int) -> None:
+            arrived.set()
+            await asyncio.sleep(5)
+
+        recorder = Recorder()
+        policy = RetryPolicy(hedge_after=1.0, jitter=False)
+        async with (
+            RawServer(hang) as server,
+            Client(server.url, retry=policy, instrumentation=[recorder]) as c,
+        ):
+            call = asyncio.create_task(c.get("/x"))
+            await arrived.wait()
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            assert not c.transport._hedge_timers._at  # the hedge due in 1 s will never be sent
+        assert server.requests == 1
+        assert [(e.attempt, e.outcome) for e in recorder.events] == [(1, "cancelled")]
+
+    async def test_a_caller_leaving_while_hedges_run_cancels_every_attempt(self) -> None:
+        second = asyncio.Event()
+
+        async def hang(reader: Reader, writer: Writer, n: int) -> None:
+            if n == 2:
+                second.set()
+            await asyncio.sleep(5)
+
+        recorder = Recorder()
+        async with (
+            RawServer(hang) as server,
+            Client(server.url, retry=HEDGED, instrumentation=[recorder]) as c,
+        ):
+            call = asyncio.create_task(c.get("/x"))
+            await second.wait()  # the first attempt and a hedge in flight
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            # Nothing of the call is left running: every attempt heard the caller leave.
+            assert [(e.attempt, e.outcome) for e in sorted(recorder.events, key=lambda e: e.attempt)] == [
+                (1, "cancelled"),
+                (2, "cancelled"),
+            ]
+
     async def test_hundreds_of_hedged_calls_never_leak_the_pool(self) -> None:
         async def every_third_slow(reader: Reader, writer: Writer, n: int) -> None:
             if n % 3 == 0:

@@ -11,18 +11,20 @@ the losers are cancelled and awaited, so their connections go back to the pool o
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+import contextvars
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .attempts import Call, Outcome
+from .deadlines import Expiries
 from .strategy import Refusal
 
 if TYPE_CHECKING:
     from .admission import Waiting
 
-__all__ = ["Pace", "race"]
+__all__ = ["Pace", "hedge_timers", "race"]
 
-Attempt = Callable[[Callable[[], bool]], Awaitable[Outcome]]
+Attempt = Callable[[Callable[[], bool]], Coroutine[Any, Any, Outcome]]
 
 
 class Pace(Protocol):
@@ -34,13 +36,14 @@ class Pace(Protocol):
         """A hedge is due on time: whether the hedge budget allows it."""
 
 
-async def race(
+def race(
     call: Call,
     attempt: Attempt,
     admit: Callable[[], Refusal | Waiting | None],
     superseded: Callable[[Outcome, str], Awaitable[None]],
     pace: Pace | None = None,
-) -> tuple[Outcome, str | None]:
+    timers: Expiries[_Race] | None = None,
+) -> Coroutine[Any, Any, tuple[Outcome, str | None]]:
     """
     Run hedged attempts of `call`: the winner (or the last failure), and why hedging stopped
     early (a strategy's refusal), if it did.
@@ -51,22 +54,42 @@ async def race(
     attempt followed, `"hedge_lost"` for an answer that came after the winner's. So every
     attempt sent has exactly one event, as a retried call's attempts have. `pace` gives the
     delay (the policy's seconds, or a learned percentile) and the hedge budget; without it,
-    the policy's seconds, unbudgeted.
+    the policy's seconds, unbudgeted. `timers` (`hedge_timers()`, one per transport) times the
+    hedges due while the first attempt runs.
     """
-    return await _Race(call, attempt, admit, superseded, pace).run()
+    return _Race(call, attempt, admit, superseded, pace, timers or hedge_timers()).run()
+
+
+def hedge_timers() -> Expiries[_Race]:
+    """The timers of a transport's hedged calls: one event-loop timer behind them all."""
+    return Expiries(_Race.due)
 
 
 class _Race:
-    """The hedged attempts of one call, in flight and done."""
+    """
+    The hedged attempts of one call, in flight and done.
+
+    The first attempt runs in the caller's own task: most calls are answered before the hedge
+    delay, and then cost no task, no future and no timer of their own (a deadline in the
+    transport's shared `Expiries`). When the delay passes first, `due` starts a hedge as a
+    task; a hedge that wins while the first attempt still runs interrupts it by cancelling the
+    caller's task, which `_inline` tells from any other cancellation. From then on (or after a
+    first attempt that failed) the remaining attempts are tasks, raced by `run`.
+    """
 
     __slots__ = (
         "_admit",
         "_attempt",
+        "_context",
         "_pace",
         "_pending",
         "_superseded",
+        "_timers",
         "call",
         "decided",
+        "delay",
+        "inline",
+        "interrupted",
         "last",
         "launched",
         "running",
@@ -80,44 +103,50 @@ class _Race:
         admit: Callable[[], Refusal | Waiting | None],
         superseded: Callable[[Outcome, str], Awaitable[None]],
         pace: Pace | None,
+        timers: Expiries[_Race],
     ) -> None:
         self.call, self._attempt, self._admit, self._superseded = call, attempt, admit, superseded
-        self._pace = pace
+        self._pace, self._timers = pace, timers
+        delay = pace.delay if pace is not None else call.policy.hedge_after
+        assert not isinstance(delay, str)
+        self.delay = delay
         self._pending: list[Waiting] = []  # hedges admitted on condition of a wait
         self.running: set[asyncio.Task[Outcome]] = set()
         self.decided = False  # a winner is known: attempts cancelled from now on lost the race
         self.stopped: str | None = None
         self.last: Outcome | None = None
         self.launched = 0
+        self.inline: asyncio.Task[Any] | None = None  # the caller's task, while the first attempt runs in it
+        self.interrupted = False
+        # Hedges started by a timer run in the call's context, not the timer's.
+        self._context = contextvars.copy_context()
+
+    def _more(self) -> bool:
+        return self.launched < self.call.policy.attempts and self.stopped is None
 
     async def run(self) -> tuple[Outcome, str | None]:
-        pace = self._pace
-        delay = pace.delay if pace is not None else self.call.policy.hedge_after
-        assert not isinstance(delay, str)
-        attempts = self.call.policy.attempts
-        self._launch(None)
         try:
-            while self.running:
-                more = self.launched < attempts and self.stopped is None
-                done = await self._first(delay if more else None)
+            first = await self._inline()
+            outcomes = [] if first is None else [first]
+            timed_out = False
+            while True:
+                done = {task for task in self.running if task.done()}
                 self.running.difference_update(done)
-                winner = await self._collect(done)
+                outcomes.extend(task.result() for task in done)
+                winner = await self._collect(outcomes)
                 if winner is not None:
+                    self.decided = True  # the attempts still running lost the race
                     return winner, None
-                if more and (not done or not self.running):
+                if self._more() and (timed_out or not self.running):
                     # The delay passed with no answer, or every attempt failed: the next hedge.
-                    if not done and pace is not None and not pace.take():
-                        delay = None  # the hedge budget is spent: no more hedges on time for this call
-                        continue
-                    admission = self._admit()
-                    if isinstance(admission, Refusal):
-                        self.stopped = admission.reason
-                    else:
-                        self._launch(admission)
+                    self._next(on_time=timed_out)
+                if not self.running:
+                    break
+                timed_out = not await self._first(self.delay if self._more() else None)
+                outcomes = []
             assert self.last is not None
             return self.last, self.stopped
         finally:
-            self.decided = True
             if self.running:  # most calls: none left, and nothing to wait for
                 for task in self.running:
                     task.cancel()
@@ -126,10 +155,73 @@ class _Race:
                 if not pending.started:  # its task was cancelled before it ran: the slot goes back
                     pending.abandon()
 
-    async def _first(self, timeout: float | None) -> set[asyncio.Task[Outcome]]:
+    async def _inline(self) -> Outcome | None:
+        """The first attempt, in the caller's task; `None` if a hedge won while it ran."""
+        caller = asyncio.current_task()
+        assert caller is not None
+        self.launched = 1
+        if self.delay is not None and self._more():
+            self._timers.set(self, self.delay, caller.get_loop())
+        self.inline = caller
+        try:
+            # An attempt never absorbs a cancellation (the executor re-raises it; the sender
+            # turns one into a timeout only when its own deadline was the only one).
+            return await self._attempt(self._lost)
+        except asyncio.CancelledError:
+            if self.interrupted and caller.uncancel() == 0:
+                return None  # a hedge won: the caller's task was cancelled for that, and by nobody else
+            raise
+        finally:
+            self.inline = None
+            self._timers.discard(self)
+
+    def due(self) -> None:
+        """The hedge delay passed while the first attempt runs: a hedge, and the next one timed."""
+        # Set only while the first attempt runs and another attempt may go; discarded after.
+        assert self.inline is not None
+        self._next(on_time=True)
+        if self.delay is not None and self._more():
+            self._timers.set(self, self.delay, self.inline.get_loop())
+
+    def _next(self, *, on_time: bool) -> None:
+        """Start the next hedge, if the hedge budget (for one on time) and the strategies allow it."""
+        if on_time and self._pace is not None and not self._pace.take():
+            self.delay = None  # the hedge budget is spent: no more hedges on time for this call
+            return
+        admission = self._admit()
+        if isinstance(admission, Refusal):
+            self.stopped = admission.reason
+        else:
+            self._launch(admission)
+
+    def _launch(self, pending: Waiting | None) -> None:
+        if pending is not None:
+            self._pending.append(pending)
+        attempt = self._attempt(self._lost) if pending is None else self._after(pending)
+        task = asyncio.get_running_loop().create_task(attempt, context=self._context)
+        if self.inline is not None:
+            task.add_done_callback(self._settled)
+        self.running.add(task)
+        self.launched += 1
+
+    def _settled(self, task: asyncio.Task[Outcome]) -> None:
+        """A hedge ended while the first attempt runs: if it won (or raised), the first one stops."""
+        if self.inline is None or self.interrupted or task.cancelled():
+            return
+        error = task.exception()
+        outcome = None if error is not None else task.result()
+        if outcome is None or (outcome.refusal is None and not outcome.retryable):
+            self.decided = outcome is not None
+            self.interrupted = True
+            self.inline.cancel()
+
+    def _lost(self) -> bool:
+        return self.decided
+
+    async def _first(self, timeout: float | None) -> bool:
         """
-        The attempts done once the first is, or once `timeout` passed: `asyncio.wait(...,
-        FIRST_COMPLETED)` without its copies and checks (a hedged call waits once or twice).
+        Wait until an attempt is done (`True`), or until `timeout` passed (`False`):
+        `asyncio.wait(..., FIRST_COMPLETED)` without its copies and checks.
         """
         waiter = asyncio.get_running_loop().create_future()
 
@@ -148,17 +240,7 @@ class _Race:
                 timer.cancel()
             for task in running:
                 task.remove_done_callback(wake)
-        return {task for task in running if task.done()}
-
-    def _launch(self, pending: Waiting | None) -> None:
-        if pending is not None:
-            self._pending.append(pending)
-        attempt = self._attempt(self._lost) if pending is None else self._after(pending)
-        self.running.add(asyncio.ensure_future(attempt))
-        self.launched += 1
-
-    def _lost(self) -> bool:
-        return self.decided
+        return any(task.done() for task in running)
 
     async def _after(self, pending: Waiting) -> Outcome:
         """A hedge admitted on condition of a wait (a rate limit's slot)."""
@@ -167,11 +249,10 @@ class _Race:
             return Outcome(refusal=refusal, attempt=self.call.attempt)
         return await self._attempt(self._lost)
 
-    async def _collect(self, done: set[asyncio.Task[Outcome]]) -> Outcome | None:
-        """The winner among `done`, if any; every other outcome superseded or kept as the last."""
+    async def _collect(self, outcomes: list[Outcome]) -> Outcome | None:
+        """The winner among `outcomes`, if any; every other outcome superseded or kept as the last."""
         winner = None
-        for task in done:
-            outcome = task.result()
+        for outcome in outcomes:
             if outcome.refusal is not None:
                 self.stopped = outcome.refusal.reason  # a hedge that waited for a slot, then refused
             elif winner is None and not outcome.retryable:

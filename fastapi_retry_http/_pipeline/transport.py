@@ -143,6 +143,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self._rechecking = tuple(gate for gate in executor.gates if isinstance(gate, Rechecking))
         #: Hedged calls' delays and hedge budget; the latency estimate when a policy hedges at a percentile.
         self.hedging = HedgePacer(clock, self._learning)
+        self._hedge_timers = hedging.hedge_timers()
         if self.policy.hedge_after is not None:
             strategies.by_option["hedging"] = self.hedging  # its status, for the operators' view
             if self.policy.hedge_percentile is not None:
@@ -175,6 +176,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
         for wait in list(self._waits):
             wait.cancel()
         self._sender.deadlines.close()
+        self._hedge_timers.close()
         await self.inner.aclose()
         for strategy in self.strategies.by_option.values():
             close = getattr(strategy, "aclose", None)  # a strategy holding a resource (the cache's storage)
@@ -210,13 +212,13 @@ class RetryTransport(httpx.AsyncBaseTransport):
             executor.refused(call, refusal, refusal.error)
             raise refusal.error
         if policy.hedge_after is not None and retries and policy.may_resend(request):
-            pace = self.hedging.pace(policy.hedge_after)
             outcome, stopped = await hedging.race(
                 call,
                 lambda lost: executor.attempt(call, lost),
                 lambda: executor.admit(call),
                 executor.superseded(call),
-                pace,
+                self.hedging.pace(policy.hedge_after),
+                self._hedge_timers,
             )
             executor.final(call, outcome, stopped)
         else:
