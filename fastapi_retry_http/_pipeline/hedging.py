@@ -41,8 +41,8 @@ def race(
     attempt: Attempt,
     admit: Callable[[], Refusal | Waiting | None],
     superseded: Callable[[Outcome, str], Awaitable[None]],
-    pace: Pace | None = None,
-    timers: Expiries[_Race] | None = None,
+    pace: Pace | None,
+    timers: Expiries[_Race],
 ) -> Coroutine[Any, Any, tuple[Outcome, str | None]]:
     """
     Run hedged attempts of `call`: the winner (or the last failure), and why hedging stopped
@@ -57,7 +57,7 @@ def race(
     the policy's seconds, unbudgeted. `timers` (`hedge_timers()`, one per transport) times the
     hedges due while the first attempt runs.
     """
-    return _Race(call, attempt, admit, superseded, pace, timers or hedge_timers()).run()
+    return _Race(call, attempt, admit, superseded, pace, timers).run()
 
 
 def hedge_timers() -> Expiries[_Race]:
