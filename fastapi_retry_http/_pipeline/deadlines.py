@@ -24,10 +24,14 @@ class Expiries(Generic[K]):
     deadline passed and re-arms for the next.
     """
 
-    __slots__ = ("_at", "_expire", "_loop", "_timer", "_timer_at")
+    __slots__ = ("_at", "_early", "_expire", "_loop", "_timer", "_timer_at")
 
-    def __init__(self, expire: Callable[[K], None]) -> None:
+    def __init__(self, expire: Callable[[K], None], early: float = 0.001) -> None:
         self._expire = expire
+        # A deadline this close ahead counts as passed when the timer fires: the loop may run
+        # a timer a hair before its time. A millisecond for timeouts; a hedge, whose delay can
+        # be a millisecond, takes the clock's resolution (what asyncio itself allows).
+        self._early = early
         self._at: dict[K, float] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -64,7 +68,7 @@ class Expiries(Generic[K]):
     def _fire(self) -> None:
         assert self._loop is not None
         self._timer, self._timer_at = None, math.inf
-        now = self._loop.time() + 0.001  # the loop may run a timer a hair before its time
+        now = self._loop.time() + self._early
         passed = [key for key, at in self._at.items() if at <= now]
         for key in passed:
             del self._at[key]

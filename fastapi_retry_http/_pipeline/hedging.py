@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from .admission import Waiting
 
 __all__ = ["Pace", "hedge_timers", "race"]
+
+#: How early the event loop may run a timer (asyncio's own allowance).
+_RESOLUTION = time.get_clock_info("monotonic").resolution
 
 Attempt = Callable[[Callable[[], bool]], Coroutine[Any, Any, Outcome]]
 
@@ -62,7 +66,7 @@ def race(
 
 def hedge_timers() -> Expiries[_Race]:
     """The timers of a transport's hedged calls: one event-loop timer behind them all."""
-    return Expiries(_Race.due)
+    return Expiries(_Race.due, early=_RESOLUTION)  # never a hedge before its delay
 
 
 class _Race:
