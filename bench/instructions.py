@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -72,7 +73,9 @@ def instructions(kind: str, url: str, count: int, concurrency: int) -> int:
             str(count),
             str(concurrency),
         ]
-        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=1200)
+        # One hash seed for every run: dict and set probes then repeat (±1% between runs otherwise).
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
         raise SystemExit(f"{kind}: valgrind failed:\n{done.stderr[-2000:]}")
@@ -91,8 +94,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--strategies", action="store_true", help="each strategy on against the default")
     parser.add_argument("--jobs", type=int, default=1, help="valgrind runs at once (one per core)")
+    parser.add_argument("--rows", nargs="+", default=[""], help="with --strategies: rows naming one of these")
     args = parser.parse_args()
-    kinds = list(STRATEGY_ROWS) if args.strategies else [k for k in args.kinds if k != "Client (round 2)" or BASELINE]
+    if args.strategies:
+        default, *others = STRATEGY_ROWS
+        kinds = [default, *(row for row in others if any(word in row for word in args.rows))]
+    else:
+        kinds = [k for k in args.kinds if k != "Client (round 2)" or BASELINE]
     nginx = Nginx()
     try:
         url = nginx.url + "/"

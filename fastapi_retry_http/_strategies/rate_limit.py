@@ -12,6 +12,7 @@ batches (`_stores/fleet_quota.py`).
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import time
@@ -23,9 +24,10 @@ import httpx
 
 from .._pipeline.attempts import Call, Outcome
 from .._pipeline.checks import first_problem, is_count, is_seconds
+from .._pipeline.httpx_parts import header_list
 from .._pipeline.strategy import Admission, Refusal
 from ..exceptions import ConfigurationError, RateLimitedError
-from .ratelimit_headers import read, says_anything
+from .ratelimit_headers import _NAME, _SIGNALS, read
 
 __all__ = ["DEFAULT_MAX_WAIT", "MAX_PAUSE", "NEED_LEASE", "Limiter", "RateLimit", "RateLimitGate"]
 
@@ -43,6 +45,8 @@ LEASES_PER_ATTEMPT: Final = 100
 #: Seconds a slot may have passed and still be used (a retry whose backoff outlasted its slot
 #: by more takes a new one).
 LATE: Final = 0.001
+#: What a slot is (a constant: `float | int` in an `isinstance` builds a union every time).
+_NUMBER: Final = (float, int)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +93,16 @@ class RateLimit:
         return None if self.rate is None else self.per / self.rate
 
 
-class _NeedLease:
+class _NeedLease(enum.Enum):
+    # An enum member, so that `slot is NEED_LEASE` narrows the type (no `isinstance` on the path).
+    NEED_LEASE = "NEED_LEASE"
+
     def __repr__(self) -> str:
         return "NEED_LEASE"
 
 
 #: What a fleet limiter's `take` answers when it has no slot at hand and must ask Redis.
-NEED_LEASE: Final = _NeedLease()
+NEED_LEASE: Final = _NeedLease.NEED_LEASE
 
 
 class Limiter(Protocol):
@@ -142,35 +149,38 @@ class RateLimitGate:
         #: Attempts admitted and not yet recorded (the server has not counted them yet).
         self._outstanding = 0
         self._waiting = 0
+        self._max_wait, self._follow = config.max_wait, config.follow_server
         self._warned = False
 
     def admit(self, call: Call) -> Admission:
         """A slot now (go), ahead (wait for it), or too late (refuse at once)."""
         now = self._clock()
-        latest = now + self.config.max_wait
-        if call.deadline_at is not None:
-            latest = min(latest, call.deadline_at)
+        latest = now + self._max_wait
+        deadline = call.deadline_at
+        if deadline is not None and deadline < latest:
+            latest = deadline
         slot = self.limiter.take(now, latest)
         if slot is NEED_LEASE:
             return self._leased(call, latest)
         if slot is None:
             return self._refusal(now)
-        assert isinstance(slot, float | int)
-        self._hold(call, slot)
-        return None if slot <= now else self._wait(call, slot)
+        self._outstanding += 1
+        if slot <= now:
+            return None  # nearly always: a slot that has passed is never given back, so it is not kept
+        self._keep(call, slot)
+        return self._wait(call, slot)
 
     def record(self, call: Call, outcome: Outcome) -> None:
-        """Give back the slot of an attempt never sent; heed the server's answer."""
-        held = call.state.get(self) if call.state is not None else None
-        if not isinstance(held, list) or not held:
-            return
-        self._outstanding -= 1
-        if outcome.cancelled or outcome.refusal is not None:
-            self.limiter.give_back(held.pop(), self._clock())  # the latest: a waiter's, still ahead
-            return
-        held.pop(0)
-        if self.config.follow_server and outcome.response is not None and says_anything(outcome.response):
-            self._heed(outcome.response, self._clock())
+        """Give back the slot of an attempt cancelled before its time; heed the server's answer."""
+        if self._outstanding:  # `record` comes once for every attempt admitted (never below zero)
+            self._outstanding -= 1
+        held = None if call.state is None else call.state.get(self)
+        if held:
+            self._release(held, outcome.cancelled)
+        response = outcome.response
+        # `says_anything`, inline: a call's worth on every response, most of which say nothing.
+        if self._follow and response is not None and not _SIGNALS.isdisjoint(map(_NAME, header_list(response.headers))):
+            self._heed(response, self._clock())
 
     def in_flight(self) -> int:
         """Attempts admitted and not yet over (waiting for their slot included)."""
@@ -190,13 +200,26 @@ class RateLimitGate:
             **self.limiter.status(now),
         }
 
-    def _hold(self, call: Call, slot: float) -> None:
+    def _keep(self, call: Call, slot: float) -> None:
+        """A slot still ahead, kept on the call until its attempt ends: it goes back if cancelled."""
         if call.state is None:
             call.state = {}
         held = call.state.setdefault(self, [])
         assert isinstance(held, list)
         held.append(slot)
-        self._outstanding += 1
+
+    def _release(self, held: object, cancelled: bool) -> None:
+        """
+        An attempt of a call that had slots ahead ended. Cancelled: the latest still ahead goes
+        back (a waiter's; the attempts of a call are cancelled together, so whose it was does not
+        matter). Otherwise the ones that passed are forgotten: they were used, or lost.
+        """
+        assert isinstance(held, list)
+        now = self._clock()
+        if cancelled:
+            self.limiter.give_back(held.pop(), now)
+        else:
+            held[:] = [slot for slot in held if slot > now]
 
     async def _leased(self, call: Call, latest: float) -> Refusal | None:
         """No slot at hand: ask the fleet (one round trip for a batch), then take one."""
@@ -210,9 +233,10 @@ class RateLimitGate:
             if tries == LEASES_PER_ATTEMPT or now >= latest or self.limiter.earliest(now) > latest:
                 return self._refusal(now)
             await self.limiter.refill(now, latest)
-        assert isinstance(slot, float | int)
-        self._hold(call, slot)
+        assert isinstance(slot, _NUMBER)
+        self._outstanding += 1
         if slot > now:
+            self._keep(call, slot)
             await self._wait(call, slot)
         return None
 
@@ -234,8 +258,6 @@ class RateLimitGate:
 
     async def _retake(self, call: Call, old: float) -> float:
         assert call.state is not None
-        held = call.state[self]
-        assert isinstance(held, list)
         now = self._clock()
         self.limiter.give_back(old, now)
         slot = self.limiter.take(now, math.inf)
@@ -243,8 +265,13 @@ class RateLimitGate:
             await self.limiter.refill(now, math.inf)
             now = self._clock()
             slot = self.limiter.take(now, math.inf)
-        assert isinstance(slot, float | int)
-        held[held.index(old)] = slot
+        assert slot is not None  # nothing is later than `math.inf`
+        held = call.state[self]
+        assert isinstance(held, list)
+        if old in held:  # an attempt of the call that ended may have forgotten it, as passed
+            held.remove(old)
+        if slot > now:
+            held.append(slot)
         return slot
 
     def _refusal(self, now: float) -> Refusal:

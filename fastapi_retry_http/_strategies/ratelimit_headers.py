@@ -20,6 +20,7 @@ A field that cannot be read is ignored; its name is returned so the caller can w
 from __future__ import annotations
 
 import math
+import operator
 import re
 import time
 from dataclasses import dataclass
@@ -38,8 +39,12 @@ EPOCH_FROM: Final = 1_000_000_000
 EPOCH_MS_FROM: Final = 100_000_000_000
 #: The longest reset or window believed, in seconds (a day): anything longer is malformed.
 LONGEST: Final = 86_400.0
-#: What the names of the headers read here begin with (httpx keeps them in lower case too).
-_SIGNALS: Final = (b"retry-after", b"ratelimit", b"x-ratelimit-")
+#: The headers that say something on their own, lowercased as httpx keeps them too (a reset
+#: or a limit says nothing without its remaining count).
+_SIGNALS: Final = frozenset(
+    (b"retry-after", b"ratelimit", b"ratelimit-policy", b"x-ratelimit-remaining", b"ratelimit-remaining")
+)
+_NAME: Final = operator.itemgetter(1)
 
 _MEMBER = re.compile(r'\s*("(?:[^"\\]|\\.)*"|[A-Za-z*][\w.:/%*-]*)((?:\s*;\s*[a-z*][a-z0-9_.*-]*=[^;,]*)*)\s*')
 _PARAM = re.compile(r'\s*;\s*([a-z*][a-z0-9_.*-]*)=("(?:[^"\\]|\\.)*"|[^;,\s]*)\s*')
@@ -59,10 +64,7 @@ class ServerWord:
 
 def says_anything(response: httpx.Response) -> bool:
     """Whether `response` has a header `read` reads; most say nothing, found without decoding them."""
-    for _, name, _ in header_list(response.headers):  # noqa: SIM110 (any() costs a generator a call)
-        if name.startswith(_SIGNALS):
-            return True
-    return False
+    return not _SIGNALS.isdisjoint(map(_NAME, header_list(response.headers)))  # in C: a third of a loop's cost
 
 
 def read(response: httpx.Response, wall: float | None = None) -> ServerWord:

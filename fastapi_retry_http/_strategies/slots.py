@@ -37,12 +37,23 @@ SAME_RESET = 0.5
 class Schedule:
     """One client's slots: the next one, the holes, and the server's pause and quota."""
 
-    __slots__ = ("_holes", "burst", "interval", "left", "not_before", "reset_at", "server_interval", "tat")
+    __slots__ = (
+        "_holes",
+        "_tolerance",
+        "burst",
+        "interval",
+        "left",
+        "not_before",
+        "reset_at",
+        "server_interval",
+        "tat",
+    )
 
     def __init__(self, interval: float | None, burst: int) -> None:
         #: Seconds between slots of the configured rate; `None` without one.
         self.interval = interval
         self.burst = burst
+        self._tolerance = burst * interval if interval is not None else 0.0
         #: The theoretical arrival time of the next slot.
         self.tat = -math.inf
         self._holes: list[float] = []
@@ -68,6 +79,16 @@ class Schedule:
 
     def take(self, now: float, latest: float) -> float | None:
         """The next slot at or after `now`, taken; `None` (nothing taken) if later than `latest`."""
+        interval = self.interval
+        if self.left is None and self.server_interval is None and not self._holes and interval is not None:
+            # The configured rate alone, as the server has said nothing: `_next` without the rest.
+            slot = self.tat - self._tolerance
+            slot = now if now >= slot else slot
+            slot = slot if slot >= self.not_before else self.not_before
+            if slot > latest + EPSILON:
+                return None
+            self.tat = (self.tat if self.tat > slot else slot) + interval
+            return slot
         slot, hole = self._next(now)
         if slot > latest + EPSILON:
             return None
