@@ -6,12 +6,15 @@ fresh process; (instructions(N2) - instructions(N1)) / (N2 - N1) is the cost of 
 start-up and imports cancelled out.
 
     uv run --group bench python -m bench.instructions [--kinds ...] [--n1 300] [--n2 1300]
-    uv run --group bench python -m bench.instructions --strategies --jobs 2
+    uv run --group bench python -m bench.instructions --strategies [--rows rate_limit hedge] [--jobs 1]
 
 `--strategies` counts the rows of `bench/strategies.py` instead (the default `Client`, then
-each strategy of the round on), against the default. Counts are deterministic enough to run
-two at once (`--jobs 2`); they move by 1-2% between runs, as the number of answers one turn
-of the event loop handles depends on timing.
+each strategy of the round on, or those whose name holds a word of `--rows`), against the
+default. Every count runs with one hash seed (`PYTHONHASHSEED=0`), so dict and set probes
+repeat: a row repeats to about 0.1% run to run, the rest being how many answers one turn of
+the event loop handles. Two counts at once (`--jobs 2`) move that more. Each run sends to
+its own path, which nginx logs: the last column is the upstream requests per call (a hedge
+is one more).
 
 With `BENCH_BASELINE` set to a directory holding an earlier `fastapi_retry_http` (what
 `bash bench/run --baseline REV` makes), a row counts that version too.
@@ -53,6 +56,11 @@ async def run(kind: str, url: str, count: int, concurrency: int) -> None:
 
     await asyncio.gather(*(loop() for _ in range(concurrency)))
     await close()
+
+
+def upstream_requests(nginx: Nginx, run: str) -> int:
+    """The requests nginx logged for one run's path (hedges included)."""
+    return nginx.flaky_log("counted").count(f"/counted/{run}")
 
 
 def instructions(kind: str, url: str, count: int, concurrency: int) -> int:
@@ -103,25 +111,28 @@ def main() -> None:
         kinds = [k for k in args.kinds if k != "Client (round 2)" or BASELINE]
     nginx = Nginx()
     try:
-        url = nginx.url + "/"
+        # Each run on its own logged path: what it sent upstream is counted (a hedge is a request).
+        runs = {(kind, n): f"{index}-{n}" for index, kind in enumerate(kinds) for n in (args.n1, args.n2)}
         with ThreadPoolExecutor(args.jobs) as pool:
             counts = {
-                (kind, n): pool.submit(instructions, kind, url, n, args.concurrency)
-                for kind in kinds
-                for n in (args.n1, args.n2)
+                key: pool.submit(instructions, key[0], f"{nginx.url}/counted/{run}", key[1], args.concurrency)
+                for key, run in runs.items()
             }
             spread = args.n2 - args.n1
             rows = {kind: (counts[kind, args.n2].result() - counts[kind, args.n1].result()) / spread for kind in kinds}
+        logged = {key: upstream_requests(nginx, run) for key, run in runs.items()}
+        sent = {kind: (logged[kind, args.n2] - logged[kind, args.n1]) / spread for kind in kinds}
     finally:
         nginx.stop()
     base_name = kinds[0] if args.strategies else "raw aiohttp"
     base = rows.get(base_name)
     print(f"Instructions per request (callgrind), C={args.concurrency}, {args.n2 - args.n1} requests\n")
-    print(f"| client | instructions per request | against {'the default' if args.strategies else base_name} |")
-    print("|---|---|---|")
+    against_what = "the default" if args.strategies else base_name
+    print(f"| client | instructions per request | against {against_what} | upstream requests per call |")
+    print("|---|---|---|---|")
     for kind, count in rows.items():
         against = f"{count / base:.3f}x" if base else ""
-        print(f"| {kind} | {count:,.0f} | {against} |")
+        print(f"| {kind} | {count:,.0f} | {against} | {sent[kind]:.3f} |")
 
 
 if __name__ == "__main__":

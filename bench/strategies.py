@@ -38,6 +38,8 @@ ROWS: dict[str, str] = {
     "cache=HttpCache() (responses not cacheable)": "{'cache': HttpCache()}",
     "chaos=Chaos() (nothing injected)": "{'chaos': Chaos()}",
     "retry=RetryPolicy(hedge_after='p95')": "{'retry': RetryPolicy(hedge_after='p95')}",
+    # The same race with a fixed delay no call reaches: hedging's own cost, without the learning.
+    "retry=RetryPolicy(hedge_after=10.0)": "{'retry': RetryPolicy(hedge_after=10.0)}",
 }
 
 

@@ -329,7 +329,7 @@ class TestHedgingAtALearnedPercentile:
                 pass
             # A drain can leave a fraction (a warm-up call hedged on a busy machine spent a whole
             # token); with the next call's share it would fund a hedge: spent means none left.
-            drain._budget.tokens = 0.0
+            drain.tokens = 0.0
             sent = server.requests
             response = await c.get("/slow")
             budgets = c.transport.hedging.status()["budgets"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..exceptions import CircuitOpenError, DeadlineExceeded
 from .admission import Waiting
@@ -109,18 +109,14 @@ class Executor:
         for gate in self.gates[:index]:
             gate.record(call, outcome)
 
-    def superseded(self, call: Call) -> Callable[[Outcome, str], Awaitable[None]]:
+    async def superseded(self, call: Call, outcome: Outcome, kind: str) -> None:
         """What hedging does with an attempt's outcome it will not return: release, log, tell."""
-
-        async def superseded(outcome: Outcome, kind: str) -> None:
-            if outcome.response is not None:
-                await discard(outcome.response)
-            if kind == "retry":
-                log_retry(call.client, call.request, outcome.attempt, call.policy.attempts, outcome.reason, 0.0)
-            if self._told:
-                self._instruments.emit(event(call, outcome, kind, wait=0.0 if kind == "retry" else None))
-
-        return superseded
+        if outcome.response is not None:
+            await discard(outcome.response)
+        if kind == "retry":
+            log_retry(call.client, call.request, outcome.attempt, call.policy.attempts, outcome.reason, 0.0)
+        if self._told:
+            self._instruments.emit(event(call, outcome, kind, wait=0.0 if kind == "retry" else None))
 
     def final(self, call: Call, outcome: Outcome, stopped: str | None = None) -> None:
         """The event of the attempt that ends `call`, and why it ended there."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .attempts import Call, Outcome
@@ -28,8 +28,6 @@ __all__ = ["Pace", "hedge_timers", "race"]
 #: How early the event loop may run a timer (asyncio's own allowance).
 _RESOLUTION = time.get_clock_info("monotonic").resolution
 
-Attempt = Callable[[Callable[[], bool]], Coroutine[Any, Any, Outcome]]
-
 
 class Pace(Protocol):
     """A hedged call's delay (fixed or learned), and the hedge budget its hedges on time draw on."""
@@ -40,28 +38,35 @@ class Pace(Protocol):
         """A hedge is due on time: whether the hedge budget allows it."""
 
 
+class Attempts(Protocol):
+    """What a race asks of the executor: admit an attempt, run it, release one not returned."""
+
+    def admit(self, call: Call, start: int = 0) -> Refusal | Waiting | None:
+        """Whether another attempt of `call` may go (or a wait for it)."""
+
+    async def attempt(self, call: Call, lost: Callable[[], bool] | None = None) -> Outcome:
+        """One attempt; `lost()` tells it, once cancelled, whether it lost the race."""
+
+    async def superseded(self, call: Call, outcome: Outcome, kind: str) -> None:
+        """Release an attempt's outcome that will not be returned, and tell of it."""
+
+
 def race(
-    call: Call,
-    attempt: Attempt,
-    admit: Callable[[], Refusal | Waiting | None],
-    superseded: Callable[[Outcome, str], Awaitable[None]],
-    pace: Pace | None,
-    timers: Expiries[_Race],
+    call: Call, attempts: Attempts, pace: Pace | None, timers: Expiries[_Race]
 ) -> Coroutine[Any, Any, tuple[Outcome, str | None]]:
     """
     Run hedged attempts of `call`: the winner (or the last failure), and why hedging stopped
     early (a strategy's refusal), if it did.
 
-    `attempt(lost)` runs one attempt; `lost()` tells it, once cancelled, whether it lost the
-    race (rather than the caller going away). `superseded(outcome, kind)` releases an attempt's
-    outcome that will not be returned and tells of it: `"retry"` for a failure that another
-    attempt followed, `"hedge_lost"` for an answer that came after the winner's. So every
-    attempt sent has exactly one event, as a retried call's attempts have. `pace` gives the
-    delay (the policy's seconds, or a learned percentile) and the hedge budget; without it,
-    the policy's seconds, unbudgeted. `timers` (`hedge_timers()`, one per transport) times the
-    hedges due while the first attempt runs.
+    `attempts` (the executor) admits and runs each attempt, and releases an outcome that will
+    not be returned with its one event: `"retry"` for a failure that another attempt followed,
+    `"hedge_lost"` for an answer that came after the winner's. So every attempt sent has
+    exactly one event, as a retried call's attempts have. `pace` gives the delay (the policy's
+    seconds, or a learned percentile) and the hedge budget; without it, the policy's seconds,
+    unbudgeted. `timers` (`hedge_timers()`, one per transport) times the hedges due while the
+    first attempt runs.
     """
-    return _Race(call, attempt, admit, superseded, pace, timers).run()
+    return _Race(call, attempts, pace, timers).run()
 
 
 def hedge_timers() -> Expiries[_Race]:
@@ -77,17 +82,15 @@ class _Race:
     delay, and then cost no task, no future and no timer of their own (a deadline in the
     transport's shared `Expiries`). When the delay passes first, `due` starts a hedge as a
     task; a hedge that wins while the first attempt still runs interrupts it by cancelling the
-    caller's task, which `_inline` tells from any other cancellation. From then on (or after a
-    first attempt that failed) the remaining attempts are tasks, raced by `run`.
+    caller's task, which `run` tells from any other cancellation. From then on (or after a
+    first attempt that failed) the remaining attempts are tasks, raced by `_rest`.
     """
 
     __slots__ = (
-        "_admit",
-        "_attempt",
+        "_attempts",
         "_context",
         "_pace",
         "_pending",
-        "_superseded",
         "_timers",
         "call",
         "decided",
@@ -100,26 +103,17 @@ class _Race:
         "stopped",
     )
 
-    def __init__(
-        self,
-        call: Call,
-        attempt: Attempt,
-        admit: Callable[[], Refusal | Waiting | None],
-        superseded: Callable[[Outcome, str], Awaitable[None]],
-        pace: Pace | None,
-        timers: Expiries[_Race],
-    ) -> None:
-        self.call, self._attempt, self._admit, self._superseded = call, attempt, admit, superseded
-        self._pace, self._timers = pace, timers
+    def __init__(self, call: Call, attempts: Attempts, pace: Pace | None, timers: Expiries[_Race]) -> None:
+        self.call, self._attempts, self._pace, self._timers = call, attempts, pace, timers
         delay = pace.delay if pace is not None else call.policy.hedge_after
         assert not isinstance(delay, str)
         self.delay = delay
-        self._pending: list[Waiting] = []  # hedges admitted on condition of a wait
+        self._pending: list[Waiting] | None = None  # hedges admitted on condition of a wait
         self.running: set[asyncio.Task[Outcome]] = set()
         self.decided = False  # a winner is known: attempts cancelled from now on lost the race
         self.stopped: str | None = None
         self.last: Outcome | None = None
-        self.launched = 0
+        self.launched = 1  # the first attempt
         self.inline: asyncio.Task[Any] | None = None  # the caller's task, while the first attempt runs in it
         self.interrupted = False
         # Hedges started by a timer run in the call's context, not the timer's.
@@ -129,55 +123,60 @@ class _Race:
         return self.launched < self.call.policy.attempts and self.stopped is None
 
     async def run(self) -> tuple[Outcome, str | None]:
-        try:
-            first = await self._inline()
-            outcomes = [] if first is None else [first]
-            timed_out = False
-            while True:
-                done = {task for task in self.running if task.done()}
-                self.running.difference_update(done)
-                outcomes.extend(task.result() for task in done)
-                winner = await self._collect(outcomes)
-                if winner is not None:
-                    self.decided = True  # the attempts still running lost the race
-                    return winner, None
-                if self._more() and (timed_out or not self.running):
-                    # The delay passed with no answer, or every attempt failed: the next hedge.
-                    self._next(on_time=timed_out)
-                if not self.running:
-                    break
-                timed_out = not await self._first(self.delay if self._more() else None)
-                outcomes = []
-            assert self.last is not None
-            return self.last, self.stopped
-        finally:
-            if self.running:  # most calls: none left, and nothing to wait for
-                for task in self.running:
-                    task.cancel()
-                await asyncio.gather(*self.running, return_exceptions=True)
-            for pending in self._pending:
-                if not pending.started:  # its task was cancelled before it ran: the slot goes back
-                    pending.abandon()
-
-    async def _inline(self) -> Outcome | None:
-        """The first attempt, in the caller's task; `None` if a hedge won while it ran."""
         caller = asyncio.current_task()
         assert caller is not None
-        self.launched = 1
-        if self.delay is not None and self._more():
-            self._timers.set(self, self.delay, caller.get_loop())
-        self.inline = caller
         try:
-            # An attempt never absorbs a cancellation (the executor re-raises it; the sender
-            # turns one into a timeout only when its own deadline was the only one).
-            return await self._attempt(self._lost)
-        except asyncio.CancelledError:
-            if self.interrupted and caller.uncancel() == 0:
-                return None  # a hedge won: the caller's task was cancelled for that, and by nobody else
-            raise
+            if self.delay is not None:  # hedging needs two attempts or more: another may go
+                self._timers.set(self, self.delay, caller.get_loop())
+            self.inline = caller
+            try:
+                # An attempt never absorbs a cancellation (the executor re-raises it; the sender
+                # turns one into a timeout only when its own deadline was the only one).
+                first = await self._attempts.attempt(self.call, self._lost)
+            except asyncio.CancelledError:
+                if not self.interrupted or caller.uncancel() != 0:
+                    raise
+                first = None  # a hedge won: the caller's task was cancelled for that, and by nobody else
+            finally:
+                self.inline = None
+                self._timers.discard(self)
+            if first is not None and not first.retryable and not self.running:
+                return first, None  # answered before any hedge: nearly every call
+            return await self._rest(first)
         finally:
-            self.inline = None
-            self._timers.discard(self)
+            if self.running or self._pending:
+                await self._end()
+
+    async def _rest(self, first: Outcome | None) -> tuple[Outcome, str | None]:
+        """The race after the first attempt: hedges as tasks, until a winner or no attempt left."""
+        outcomes = [] if first is None else [first]
+        timed_out = False
+        while True:
+            done = {task for task in self.running if task.done()}
+            self.running.difference_update(done)
+            outcomes.extend(task.result() for task in done)
+            winner = await self._collect(outcomes)
+            if winner is not None:
+                self.decided = True  # the attempts still running lost the race
+                return winner, None
+            if self._more() and (timed_out or not self.running):
+                # The delay passed with no answer, or every attempt failed: the next hedge.
+                self._next(on_time=timed_out)
+            if not self.running:
+                break
+            timed_out = not await self._first(self.delay if self._more() else None)
+            outcomes = []
+        assert self.last is not None
+        return self.last, self.stopped
+
+    async def _end(self) -> None:
+        """The attempts still running lost (or the caller left): cancelled and awaited."""
+        for task in self.running:
+            task.cancel()
+        await asyncio.gather(*self.running, return_exceptions=True)
+        for pending in self._pending or ():
+            if not pending.started:  # its task was cancelled before it ran: the slot goes back
+                pending.abandon()
 
     def due(self) -> None:
         """The hedge delay passed while the first attempt runs: a hedge, and the next one timed."""
@@ -192,7 +191,7 @@ class _Race:
         if on_time and self._pace is not None and not self._pace.take():
             self.delay = None  # the hedge budget is spent: no more hedges on time for this call
             return
-        admission = self._admit()
+        admission = self._attempts.admit(self.call)
         if isinstance(admission, Refusal):
             self.stopped = admission.reason
         else:
@@ -200,8 +199,8 @@ class _Race:
 
     def _launch(self, pending: Waiting | None) -> None:
         if pending is not None:
-            self._pending.append(pending)
-        attempt = self._attempt(self._lost) if pending is None else self._after(pending)
+            self._pending = [*(self._pending or ()), pending]
+        attempt = self._attempts.attempt(self.call, self._lost) if pending is None else self._after(pending)
         task = asyncio.get_running_loop().create_task(attempt, context=self._context)
         if self.inline is not None:
             task.add_done_callback(self._settled)
@@ -251,7 +250,7 @@ class _Race:
         refusal = await pending.wait()
         if refusal is not None:
             return Outcome(refusal=refusal, attempt=self.call.attempt)
-        return await self._attempt(self._lost)
+        return await self._attempts.attempt(self.call, self._lost)
 
     async def _collect(self, outcomes: list[Outcome]) -> Outcome | None:
         """The winner among `outcomes`, if any; every other outcome superseded or kept as the last."""
@@ -262,11 +261,11 @@ class _Race:
             elif winner is None and not outcome.retryable:
                 winner = outcome
             elif not outcome.retryable:
-                await self._superseded(outcome, "hedge_lost")  # answered with the winner, too late
+                await self._attempts.superseded(self.call, outcome, "hedge_lost")  # answered with the winner, too late
             else:
                 if self.last is not None:
-                    await self._superseded(self.last, "retry")
+                    await self._attempts.superseded(self.call, self.last, "retry")
                 self.last = outcome
         if winner is not None and self.last is not None:
-            await self._superseded(self.last, "retry")
+            await self._attempts.superseded(self.call, self.last, "retry")
         return winner

@@ -212,14 +212,8 @@ class RetryTransport(httpx.AsyncBaseTransport):
             executor.refused(call, refusal, refusal.error)
             raise refusal.error
         if policy.hedge_after is not None and retries and policy.may_resend(request):
-            outcome, stopped = await hedging.race(
-                call,
-                lambda lost: executor.attempt(call, lost),
-                lambda: executor.admit(call),
-                executor.superseded(call),
-                self.hedging.pace(policy.hedge_after),
-                self._hedge_timers,
-            )
+            pace = self.hedging.pace(policy.hedge_after)
+            outcome, stopped = await hedging.race(call, executor, pace, self._hedge_timers)
             executor.final(call, outcome, stopped)
         else:
             outcome = await executor.attempt(call)
