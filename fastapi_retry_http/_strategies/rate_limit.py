@@ -24,10 +24,9 @@ import httpx
 
 from .._pipeline.attempts import Call, Outcome
 from .._pipeline.checks import first_problem, is_count, is_seconds
-from .._pipeline.httpx_parts import header_list
 from .._pipeline.strategy import Admission, Refusal
 from ..exceptions import ConfigurationError, RateLimitedError
-from .ratelimit_headers import _NAME, _SIGNALS, read
+from .ratelimit_headers import read, says_anything
 
 __all__ = ["DEFAULT_MAX_WAIT", "MAX_PAUSE", "NEED_LEASE", "Limiter", "RateLimit", "RateLimitGate"]
 
@@ -178,8 +177,7 @@ class RateLimitGate:
         if held:
             self._release(held, outcome.cancelled)
         response = outcome.response
-        # `says_anything`, inline: a call's worth on every response, most of which say nothing.
-        if self._follow and response is not None and not _SIGNALS.isdisjoint(map(_NAME, header_list(response.headers))):
+        if self._follow and response is not None and says_anything(response):
             self._heed(response, self._clock())
 
     def in_flight(self) -> int:
