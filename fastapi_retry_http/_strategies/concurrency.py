@@ -124,7 +124,7 @@ class ConcurrencyGate:
         self._client = client
         self._clock = clock
         self._sleep = sleep
-        #: The limit in force, fractional (additive increase adds 1/limit per success).
+        self._limit, self._current = 0.0, 0
         self.limit = float(config.limit)
         self.in_flight = 0
         self._queue: deque[tuple[asyncio.Future[None], _Held]] = deque()
@@ -132,26 +132,44 @@ class ConcurrencyGate:
         self._epoch = 0
 
     @property
+    def limit(self) -> float:
+        """The limit in force, fractional (additive increase adds 1/limit per success)."""
+        return self._limit
+
+    @limit.setter
+    def limit(self, limit: float) -> None:
+        self._limit = limit
+        self._current = math.floor(limit)  # read by every admit: kept, not computed
+
+    @property
     def current(self) -> int:
         """The limit in force, in whole attempts."""
-        return math.floor(self.limit)
+        return self._current
 
     def admit(self, call: Call) -> Refusal | Awaitable[Refusal | None] | None:
         """A free slot now; else wait for one (a retry always takes its slot after its backoff)."""
-        held = self._held(call)
-        immediate = call.attempt == 0 or call.policy.hedge_after is not None
-        if immediate:
-            if self.in_flight < self.current and not self._queue:
-                self._take(held)
+        if call.attempt == 0 or call.policy.hedge_after is not None:
+            if self.in_flight < self._current and not self._queue:
+                # The call keeps the slot's epoch alone, a number, unless it holds more.
+                state = call.state
+                if state is None:
+                    call.state = {self: self._epoch}
+                elif self not in state:
+                    state[self] = self._epoch
+                else:
+                    self._take(self._held(call))
+                    return None
+                self.in_flight += 1
                 return None
             if self.config.max_wait == 0:
                 return self._refusal()
+        held = self._held(call)
         held.deferred += 1
         return self._acquire(call, held)
 
     async def _acquire(self, call: Call, held: _Held) -> Refusal | None:
         held.deferred -= 1
-        if self.in_flight < self.current and not self._queue:
+        if self.in_flight < self._current and not self._queue:
             self._take(held)
             return None
         wait = self.config.max_wait
@@ -180,22 +198,29 @@ class ConcurrencyGate:
 
     def record(self, call: Call, outcome: Outcome) -> None:
         """Give the attempt's slot back (or its place in the queue), and adapt the limit."""
-        held = self._held(call)
-        if outcome.cancelled and held.waiters:
-            waiter = held.waiters.pop()  # cancelled while waiting: leave the queue
-            self._queue.remove((waiter, held))
-            waiter.cancel()
-            return
-        if not held.epochs:
-            if held.deferred:  # admitted for after a backoff that never ended
-                held.deferred -= 1
-            return
-        epoch = held.epochs.pop()
+        state = call.state
+        held = state.get(self) if state is not None else None
+        if type(held) is int:  # the one slot of a call that took it at once: nearly every call
+            del state[self]  # type: ignore[union-attr]
+            epoch: int = held
+        else:
+            held = self._held(call)
+            if outcome.cancelled and held.waiters:
+                waiter = held.waiters.pop()  # cancelled while waiting: leave the queue
+                self._queue.remove((waiter, held))
+                waiter.cancel()
+                return
+            if not held.epochs:
+                if held.deferred:  # admitted for after a backoff that never ended
+                    held.deferred -= 1
+                return
+            epoch = held.epochs.pop()
         in_use = self.in_flight
-        self.in_flight -= 1
+        self.in_flight = in_use - 1
         if self.config.adaptive and not outcome.cancelled and outcome.refusal is None:
             self._adapt(is_drop(outcome), epoch, in_use)
-        self._grant()
+        if self._queue:
+            self._grant()
 
     def status(self) -> dict[str, object]:
         """The limit's state now, for the dashboard (JSON-able)."""
@@ -214,11 +239,11 @@ class ConcurrencyGate:
         config = self.config
         if drop:
             if epoch == self._epoch:  # once per round: attempts sent before it do not count
-                self.limit = max(float(config.min_limit), self.limit * BACKOFF)
+                self.limit = max(float(config.min_limit), self._limit * BACKOFF)
                 self._epoch += 1
-        elif drop is False and in_use >= NEARLY_USED * self.current:
+        elif drop is False and in_use >= NEARLY_USED * self._current and self._limit < config.max_limit:
             # Against the whole limit in force: with a fractional 1.9, one in flight is all of it.
-            self.limit = min(float(config.max_limit), self.limit + 1 / self.limit)
+            self.limit = min(float(config.max_limit), self._limit + 1 / self._limit)
 
     def _take(self, held: _Held) -> None:
         self.in_flight += 1
@@ -227,7 +252,7 @@ class ConcurrencyGate:
     def _grant(self) -> None:
         """Hand free slots to the waiters, first come first served."""
         queue = self._queue
-        while queue and self.in_flight < self.current:
+        while queue and self.in_flight < self._current:
             waiter, held = queue.popleft()
             held.waiters.remove(waiter)
             waiter.set_result(None)
@@ -239,7 +264,10 @@ class ConcurrencyGate:
             state = call.state = {}
         held = state.get(self)
         if not isinstance(held, _Held):
+            slot = held
             held = state[self] = _Held()
+            if type(slot) is int:  # the one slot taken at once: kept with the others now
+                held.epochs.append(slot)
         return held
 
     def _refusal(self) -> Refusal:
