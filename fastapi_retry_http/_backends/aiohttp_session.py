@@ -72,10 +72,10 @@ class _Reading(ResponseHandler):
         if timeout:
             self._reads.set(self, timeout, self._loop)
         else:
-            self._reads.discard(self)
+            self._reads.discard(self, None)
 
     def _drop_timeout(self) -> None:
-        self._reads.discard(self)
+        self._reads.discard(self, None)
 
 
 def _read_timed_out(protocol: ResponseHandler) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -24,7 +25,7 @@ class Expiries(Generic[K]):
     deadline passed and re-arms for the next.
     """
 
-    __slots__ = ("_at", "_early", "_expire", "_loop", "_timer", "_timer_at")
+    __slots__ = ("_at", "_early", "_expire", "_loop", "_time", "_timer", "_timer_at", "discard")
 
     def __init__(self, expire: Callable[[K], None], early: float = 0.001) -> None:
         self._expire = expire
@@ -33,9 +34,13 @@ class Expiries(Generic[K]):
         # be a millisecond, takes the clock's resolution (what asyncio itself allows).
         self._early = early
         self._at: dict[K, float] = {}
+        #: `discard(key, None)` forgets `key`'s deadline, if it has one: the dict's own `pop`,
+        #: called on every request without a Python frame of its own.
+        self.discard = self._at.pop
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._time: Callable[[], float] = time.monotonic
 
     @property
     def armed(self) -> bool:
@@ -44,36 +49,45 @@ class Expiries(Generic[K]):
 
     def set(self, key: K, seconds: float, loop: asyncio.AbstractEventLoop) -> None:
         """Expire `key` in `seconds` (from now, on `loop`) unless discarded first."""
-        at = self._at[key] = loop.time() + seconds
-        if at < self._timer_at or loop is not self._loop:
-            self._arm(loop, at)
-
-    def discard(self, key: K) -> None:
-        """Forget `key`'s deadline, if it has one."""
-        self._at.pop(key, None)
+        if loop is not self._loop:
+            self._bind(loop)
+        at = self._at[key] = self._time() + seconds
+        if at < self._timer_at:
+            self._arm(at)
 
     def close(self) -> None:
         """Disarm the timer and forget every deadline."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._timer_at = None, math.inf
+        self._disarm()
         self._at.clear()
 
-    def _arm(self, loop: asyncio.AbstractEventLoop, at: float) -> None:
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Time on `loop` from now on; a timer set on another loop is cancelled."""
+        self._disarm()
+        self._loop = loop
+        # asyncio's own loop reads `time.monotonic()` in a Python method: read it directly.
+        self._time = time.monotonic if type(loop).time is asyncio.BaseEventLoop.time else loop.time
+
+    def _disarm(self) -> None:
+        """Disarm the timer, keeping the deadlines."""
         if self._timer is not None:
             self._timer.cancel()
-        self._loop, self._timer_at = loop, at
-        self._timer = loop.call_at(at, self._fire)
+        self._timer, self._timer_at = None, math.inf
+
+    def _arm(self, at: float) -> None:
+        assert self._loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_at(at, self._fire)
 
     def _fire(self) -> None:
-        assert self._loop is not None
         self._timer, self._timer_at = None, math.inf
-        now = self._loop.time() + self._early
+        now = self._time() + self._early
         passed = [key for key, at in self._at.items() if at <= now]
         for key in passed:
             del self._at[key]
         if self._at:
-            self._arm(self._loop, min(self._at.values()))
+            self._arm(min(self._at.values()))
         for key in passed:
             self._expire(key)
 
@@ -103,7 +117,7 @@ class Deadlines:
 
     def unwatch(self, task: asyncio.Task[Any]) -> None:
         """Stop watching `task`."""
-        self._expiries.discard(task)
+        self._expiries.discard(task, None)
         self.fired.discard(task)
 
     def close(self) -> None:

@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
+from typing import Final
+
+import httpx
 
 from ..exceptions import CircuitOpenError, DeadlineExceeded
 from .admission import Waiting
@@ -25,13 +28,16 @@ from .logs import log_gave_up, log_retry
 from .send import INJECTED_EXTENSION, Sender, discard
 from .strategy import Gate, Refusal
 
-__all__ = ["Executor"]
+__all__ = ["ATTEMPTS_EXTENSION", "Executor"]
+
+#: `response.extensions` key: how many attempts a retried request took (absent: one).
+ATTEMPTS_EXTENSION: Final = "fastapi_retry_http.attempts"
 
 
 class Executor:
     """Sends the attempts of one client's calls through its strategies and its sender."""
 
-    __slots__ = ("_instruments", "_scoped", "_told", "gates", "sender", "timed")
+    __slots__ = ("_instruments", "_scoped", "_told", "gates", "learner", "sender")
 
     def __init__(self, sender: Sender, gates: Sequence[Gate], instruments: Instruments) -> None:
         self.sender = sender
@@ -40,14 +46,16 @@ class Executor:
         self._instruments = instruments
         self._scoped = instruments.scoped  # instruments told before each attempt (tracing)
         self._told = bool(instruments)  # asked on every attempt: an attribute, not a method call
-        #: Whether attempts are timed without an instrument (a latency estimate learns from them).
-        self.timed = False
+        #: Told every attempt's outcome after the strategies, never asked (the latency estimate
+        #: behind `hedge_after="p95"`): attempts are timed for it even without an instrument.
+        self.learner: Gate | None = None
 
     async def attempt(self, call: Call, lost: Callable[[], bool] | None = None) -> Outcome:
         """One attempt through the send, classify and record stages."""
         call.attempt += 1
         number = call.attempt
-        timed = self._told or self.timed
+        learner = self.learner
+        timed = self._told or learner is not None
         started = time.perf_counter() if timed else 0.0
         request, policy = call.request, call.policy
         scopes = self._instruments.start(request, number, call.client) if self._scoped else None
@@ -67,6 +75,8 @@ class Executor:
                 cancelled.duration = time.perf_counter() - started
             for gate in self.gates:
                 gate.record(call, cancelled)
+            if learner is not None:
+                learner.record(call, cancelled)
             if self._told:
                 kind = "hedge_lost" if lost is not None and lost() else "cancelled"
                 self._instruments.emit(event(call, cancelled, kind))
@@ -83,6 +93,8 @@ class Executor:
             scopes.end(outcome.response, outcome.error)
         for gate in self.gates:
             gate.record(call, outcome)
+        if learner is not None:
+            learner.record(call, outcome)
         return outcome
 
     def admit(self, call: Call, start: int = 0) -> Refusal | Waiting | None:
@@ -103,6 +115,16 @@ class Executor:
                 return answer
             return Waiting(self.admit, self.release, call, index, answer)
         return None
+
+    async def admitted(self, call: Call, admission: Refusal | Waiting) -> None:
+        """
+        A first attempt that was not simply let go: wait for its slot; a refusal with an error
+        ends the call (its one event, then the error raised), one without lets it go.
+        """
+        refusal = admission if isinstance(admission, Refusal) else await admission.wait()
+        if refusal is not None and refusal.error is not None:
+            self.refused(call, refusal, refusal.error)
+            raise refusal.error
 
     def release(self, call: Call, index: int, outcome: Outcome) -> None:
         """Tell the strategies before `index`, which admitted the attempt, that it was never sent."""
@@ -130,6 +152,27 @@ class Executor:
             self._instruments.emit(event(call, outcome, "returned", reason="breaker"))
         else:
             self._instruments.emit(event(call, outcome, final_kind(call, outcome)))
+
+    def returned(
+        self, call: Call, outcome: Outcome, stopped: str | None = None, *, told: bool = False
+    ) -> httpx.Response:
+        """
+        The call's answer, after its last attempt: its final event (unless already `told`),
+        then the error raised, with a note on how far the attempts got, or the response.
+        """
+        if not told:
+            self.final(call, outcome, stopped)
+        if outcome.error is not None:
+            # The original error, not wrapped; the note tells how far the retries got.
+            spent = " (retry budget spent)" if stopped == "budget" else ""
+            outcome.error.add_note(
+                f"fastapi_retry_http: raised by attempt {call.attempt} of at most {call.policy.attempts}{spent}."
+            )
+            raise outcome.error
+        response = outcome.unwrap()
+        if call.attempt > 1:  # absent: one
+            response.extensions[ATTEMPTS_EXTENSION] = call.attempt
+        return response
 
     def refused(self, call: Call, refusal: Refusal, error: Exception) -> None:
         """The one event of a call refused before its first attempt."""

@@ -13,17 +13,20 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
+
+import httpx
 
 from .attempts import Call, Outcome
 from .deadlines import Expiries
+from .policy import RetryPolicy
 from .strategy import Refusal
 
 if TYPE_CHECKING:
     from .admission import Waiting
 
-__all__ = ["Pace", "hedge_timers", "race"]
+__all__ = ["Pace", "Race", "hedge_timers"]
 
 #: How early the event loop may run a timer (asyncio's own allowance).
 _RESOLUTION = time.get_clock_info("monotonic").resolution
@@ -39,10 +42,13 @@ class Pace(Protocol):
 
 
 class Attempts(Protocol):
-    """What a race asks of the executor: admit an attempt, run it, release one not returned."""
+    """What a race asks of the executor: admit an attempt, run it, release one not returned, answer."""
 
     def admit(self, call: Call, start: int = 0) -> Refusal | Waiting | None:
         """Whether another attempt of `call` may go (or a wait for it)."""
+
+    async def admitted(self, call: Call, admission: Refusal | Waiting) -> None:
+        """The first attempt's admission, when not a plain yes: wait, or raise the refusal's error."""
 
     async def attempt(self, call: Call, lost: Callable[[], bool] | None = None) -> Outcome:
         """One attempt; `lost()` tells it, once cancelled, whether it lost the race."""
@@ -50,131 +56,135 @@ class Attempts(Protocol):
     async def superseded(self, call: Call, outcome: Outcome, kind: str) -> None:
         """Release an attempt's outcome that will not be returned, and tell of it."""
 
+    def returned(self, call: Call, outcome: Outcome, stopped: str | None = None) -> httpx.Response:
+        """The call's answer from its last outcome (and why hedging stopped early, if it did)."""
 
-def race(
-    call: Call, attempts: Attempts, pace: Pace | None, timers: Expiries[_Race]
-) -> Coroutine[Any, Any, tuple[Outcome, str | None]]:
+
+def hedge_timers() -> Expiries[Race]:
+    """The timers of a transport's hedged calls: one event-loop timer behind them all."""
+    return Expiries(Race.due, early=_RESOLUTION)  # never a hedge before its delay
+
+
+class Race(Call):
     """
-    Run hedged attempts of `call`: the winner (or the last failure), and why hedging stopped
-    early (a strategy's refusal), if it did.
+    A hedged call: the `Call` with its attempts in flight and done; `run()` is the call.
+
+    One object per call, built with the call (not a call and a race): most calls are answered
+    before the hedge delay. The first attempt runs in the caller's own task, and then costs
+    no task, no future and no timer of its own (a deadline in the transport's shared
+    `Expiries`, keyed by the race). When the delay passes first, `due` starts a hedge as a
+    task; a hedge that wins while the first attempt still runs interrupts it by cancelling the
+    caller's task, which `run` tells from any other cancellation. From then on (or after a
+    first attempt that failed) the remaining attempts are tasks, raced by `_rest`.
 
     `attempts` (the executor) admits and runs each attempt, and releases an outcome that will
     not be returned with its one event: `"retry"` for a failure that another attempt followed,
     `"hedge_lost"` for an answer that came after the winner's. So every attempt sent has
     exactly one event, as a retried call's attempts have. `pace` gives the delay (the policy's
-    seconds, or a learned percentile) and the hedge budget; without it, the policy's seconds,
-    unbudgeted. `timers` (`hedge_timers()`, one per transport) times the hedges due while the
-    first attempt runs.
-    """
-    return _Race(call, attempts, pace, timers).run()
-
-
-def hedge_timers() -> Expiries[_Race]:
-    """The timers of a transport's hedged calls: one event-loop timer behind them all."""
-    return Expiries(_Race.due, early=_RESOLUTION)  # never a hedge before its delay
-
-
-class _Race:
-    """
-    The hedged attempts of one call, in flight and done.
-
-    The first attempt runs in the caller's own task: most calls are answered before the hedge
-    delay, and then cost no task, no future and no timer of their own (a deadline in the
-    transport's shared `Expiries`). When the delay passes first, `due` starts a hedge as a
-    task; a hedge that wins while the first attempt still runs interrupts it by cancelling the
-    caller's task, which `run` tells from any other cancellation. From then on (or after a
-    first attempt that failed) the remaining attempts are tasks, raced by `_rest`.
+    seconds, or a learned percentile, read as the call starts) and the hedge budget. `timers`
+    (`hedge_timers()`, one per transport) times the hedges due while the first attempt runs.
     """
 
-    __slots__ = (
-        "_attempts",
-        "_context",
-        "_pace",
-        "_pending",
-        "_timers",
-        "call",
-        "decided",
-        "delay",
-        "inline",
-        "interrupted",
-        "last",
-        "launched",
-        "running",
-        "stopped",
-    )
+    # What most races never change is read from the class until they do (cheaper to build).
+    #: Hedges running as tasks (`None` until the first one).
+    running: set[asyncio.Task[Outcome]] | None = None
+    #: Hedges admitted on condition of a wait (a rate limit's slot), not started yet.
+    waits: list[Waiting] | None = None
+    #: A winner is known: attempts cancelled from now on lost the race.
+    decided = False
+    stopped: str | None = None
+    last: Outcome | None = None
+    launched = 1  # the first attempt
+    #: The caller's task, while the first attempt runs in it.
+    inline: asyncio.Task[Any] | None = None
+    interrupted = False
 
-    def __init__(self, call: Call, attempts: Attempts, pace: Pace | None, timers: Expiries[_Race]) -> None:
-        self.call, self._attempts, self._pace, self._timers = call, attempts, pace, timers
-        delay = pace.delay if pace is not None else call.policy.hedge_after
-        assert not isinstance(delay, str)
-        self.delay = delay
-        self._pending: list[Waiting] | None = None  # hedges admitted on condition of a wait
-        self.running: set[asyncio.Task[Outcome]] = set()
-        self.decided = False  # a winner is known: attempts cancelled from now on lost the race
-        self.stopped: str | None = None
-        self.last: Outcome | None = None
-        self.launched = 1  # the first attempt
-        self.inline: asyncio.Task[Any] | None = None  # the caller's task, while the first attempt runs in it
-        self.interrupted = False
-        # Hedges started by a timer run in the call's context, not the timer's.
-        self._context = contextvars.copy_context()
+    def __init__(
+        self,
+        request: httpx.Request,
+        policy: RetryPolicy,
+        client: str,
+        deadline_at: float | None,
+        retries: bool,
+        attempts: Attempts,
+        pace: Pace,
+        timers: Expiries[Race],
+    ) -> None:
+        Call.__init__(self, request, policy, client, deadline_at, retries)  # not super(): no object built
+        self.attempts, self.pace, self.timers = attempts, pace, timers
+        self.delay = pace.delay
+        # Hedges started by a timer run in the caller's context, not the timer's.
+        self.context = contextvars.copy_context()
+
+    # A key of the timers: by identity, as any object (a call's fields are no key).
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
 
     def _more(self) -> bool:
-        return self.launched < self.call.policy.attempts and self.stopped is None
+        return self.launched < self.policy.attempts and self.stopped is None
 
-    async def run(self) -> tuple[Outcome, str | None]:
+    async def run(self) -> httpx.Response:
+        """The call: its first attempt admitted, the race, the answer (the winner, or the last failure)."""
+        attempts = self.attempts
+        admission = attempts.admit(self)
+        if admission is not None:
+            await attempts.admitted(self, admission)
         caller = asyncio.current_task()
         assert caller is not None
         try:
             if self.delay is not None:  # hedging needs two attempts or more: another may go
-                self._timers.set(self, self.delay, caller.get_loop())
+                self.timers.set(self, self.delay, caller.get_loop())
             self.inline = caller
             try:
                 # An attempt never absorbs a cancellation (the executor re-raises it; the sender
                 # turns one into a timeout only when its own deadline was the only one).
-                first = await self._attempts.attempt(self.call, self._lost)
+                first = await attempts.attempt(self, self._lost)
             except asyncio.CancelledError:
                 if not self.interrupted or caller.uncancel() != 0:
                     raise
                 first = None  # a hedge won: the caller's task was cancelled for that, and by nobody else
             finally:
                 self.inline = None
-                self._timers.discard(self)
+                self.timers.discard(self, None)
             if first is not None and not first.retryable and not self.running:
-                return first, None  # answered before any hedge: nearly every call
-            return await self._rest(first)
+                outcome, stopped = first, None  # answered before any hedge: nearly every call
+            else:
+                outcome, stopped = await self._rest(first)
         finally:
-            if self.running or self._pending:
+            if self.running or self.waits:
                 await self._end()
+        return attempts.returned(self, outcome, stopped)
 
     async def _rest(self, first: Outcome | None) -> tuple[Outcome, str | None]:
         """The race after the first attempt: hedges as tasks, until a winner or no attempt left."""
         outcomes = [] if first is None else [first]
         timed_out = False
+        running = self.running = self.running or set()
         while True:
-            done = {task for task in self.running if task.done()}
-            self.running.difference_update(done)
+            done = {task for task in running if task.done()}
+            running.difference_update(done)
             outcomes.extend(task.result() for task in done)
             winner = await self._collect(outcomes)
             if winner is not None:
                 self.decided = True  # the attempts still running lost the race
                 return winner, None
-            if self._more() and (timed_out or not self.running):
+            if self._more() and (timed_out or not running):
                 # The delay passed with no answer, or every attempt failed: the next hedge.
                 self._next(on_time=timed_out)
-            if not self.running:
+            if not running:
                 break
-            timed_out = not await self._first(self.delay if self._more() else None)
+            timed_out = not await self._first(running, self.delay if self._more() else None)
             outcomes = []
         assert self.last is not None
         return self.last, self.stopped
 
     async def _end(self) -> None:
         """The attempts still running lost (or the caller left): cancelled and awaited."""
-        for task in self.running:
+        running = self.running or ()
+        for task in running:
             task.cancel()
-        await asyncio.gather(*self.running, return_exceptions=True)
-        for pending in self._pending or ():
+        await asyncio.gather(*running, return_exceptions=True)
+        for pending in self.waits or ():
             if not pending.started:  # its task was cancelled before it ran: the slot goes back
                 pending.abandon()
 
@@ -184,14 +194,14 @@ class _Race:
         assert self.inline is not None
         self._next(on_time=True)
         if self.delay is not None and self._more():
-            self._timers.set(self, self.delay, self.inline.get_loop())
+            self.timers.set(self, self.delay, self.inline.get_loop())
 
     def _next(self, *, on_time: bool) -> None:
         """Start the next hedge, if the hedge budget (for one on time) and the strategies allow it."""
-        if on_time and self._pace is not None and not self._pace.take():
+        if on_time and not self.pace.take():
             self.delay = None  # the hedge budget is spent: no more hedges on time for this call
             return
-        admission = self._attempts.admit(self.call)
+        admission = self.attempts.admit(self)
         if isinstance(admission, Refusal):
             self.stopped = admission.reason
         else:
@@ -199,11 +209,13 @@ class _Race:
 
     def _launch(self, pending: Waiting | None) -> None:
         if pending is not None:
-            self._pending = [*(self._pending or ()), pending]
-        attempt = self._attempts.attempt(self.call, self._lost) if pending is None else self._after(pending)
-        task = asyncio.get_running_loop().create_task(attempt, context=self._context)
+            self.waits = [*(self.waits or ()), pending]
+        attempt = self.attempts.attempt(self, self._lost) if pending is None else self._after(pending)
+        task = asyncio.get_running_loop().create_task(attempt, context=self.context)
         if self.inline is not None:
             task.add_done_callback(self._settled)
+        if self.running is None:
+            self.running = set()
         self.running.add(task)
         self.launched += 1
 
@@ -221,7 +233,7 @@ class _Race:
     def _lost(self) -> bool:
         return self.decided
 
-    async def _first(self, timeout: float | None) -> bool:
+    async def _first(self, running: set[asyncio.Task[Outcome]], timeout: float | None) -> bool:
         """
         Wait until an attempt is done (`True`), or until `timeout` passed (`False`):
         `asyncio.wait(..., FIRST_COMPLETED)` without its copies and checks.
@@ -232,7 +244,6 @@ class _Race:
             if not waiter.done():
                 waiter.set_result(None)
 
-        running = self.running
         for task in running:
             task.add_done_callback(wake)
         timer = None if timeout is None else waiter.get_loop().call_later(timeout, wake)
@@ -249,8 +260,8 @@ class _Race:
         """A hedge admitted on condition of a wait (a rate limit's slot)."""
         refusal = await pending.wait()
         if refusal is not None:
-            return Outcome(refusal=refusal, attempt=self.call.attempt)
-        return await self._attempts.attempt(self.call, self._lost)
+            return Outcome(refusal=refusal, attempt=self.attempt)
+        return await self.attempts.attempt(self, self._lost)
 
     async def _collect(self, outcomes: list[Outcome]) -> Outcome | None:
         """The winner among `outcomes`, if any; every other outcome superseded or kept as the last."""
@@ -261,11 +272,11 @@ class _Race:
             elif winner is None and not outcome.retryable:
                 winner = outcome
             elif not outcome.retryable:
-                await self._attempts.superseded(self.call, outcome, "hedge_lost")  # answered with the winner, too late
+                await self.attempts.superseded(self, outcome, "hedge_lost")  # answered with the winner, too late
             else:
                 if self.last is not None:
-                    await self._attempts.superseded(self.call, self.last, "retry")
+                    await self.attempts.superseded(self, self.last, "retry")
                 self.last = outcome
         if winner is not None and self.last is not None:
-            await self._attempts.superseded(self.call, self.last, "retry")
+            await self.attempts.superseded(self, self.last, "retry")
         return winner

@@ -10,7 +10,7 @@ A call passes, in this order (docs/architecture.md says why):
    (breaker, budget, throttle, your gates, rate limit, concurrency), the send (interceptors
    such as chaos, the deadline and attempt timeout, the backend, the body read), the
    classification (`policy.RetryPolicy`), the strategies told the outcome, one event;
-4. after a retryable attempt, either hedging (`hedging.race`) or the retry engine
+4. after a retryable attempt, either hedging (`hedging.Race`) or the retry engine
    (`engine`, driven by tenacity with `decisions.Decisions`): wait, or stop and say why.
 
 The first attempt runs without tenacity (65-100 us a call); a retryable one hands over.
@@ -23,7 +23,7 @@ import functools
 import random as _random
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from typing import Any, Final, Unpack, cast
+from typing import Any, Unpack, cast
 
 import httpx
 
@@ -38,20 +38,18 @@ from .._strategies.breaker import BreakerGate
 from .._strategies.budget import DEFAULT_BUDGET, RetryBudget
 from .._strategies.latency import HedgePacer, LatencyStrategy
 from ..exceptions import ClientClosedError
-from . import engine, hedging
+from . import engine
 from .attempts import Call, Outcome, call_options, replayable
 from .decisions import Decisions
 from .events import Instrument, Instruments
-from .executor import Executor
+from .executor import ATTEMPTS_EXTENSION, Executor
+from .hedging import Race, hedge_timers
 from .httpx_parts import header_list
 from .policy import RetryPolicy
 from .send import Sender
-from .strategy import CallStrategy, Gate, Proceed, Rechecking, Refusal
+from .strategy import CallStrategy, Gate, Proceed, Rechecking
 
 __all__ = ["ATTEMPTS_EXTENSION", "RetryTransport"]
-
-#: `response.extensions` key: how many attempts a retried request took (absent: one).
-ATTEMPTS_EXTENSION: Final = "fastapi_retry_http.attempts"
 
 SleepFn = Callable[[float], Awaitable[None]]
 
@@ -142,8 +140,9 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self.executor = executor = Executor(self._sender, strategies.attempt, self._instruments)
         self._rechecking = tuple(gate for gate in executor.gates if isinstance(gate, Rechecking))
         #: Hedged calls' delays and hedge budget; the latency estimate when a policy hedges at a percentile.
-        self.hedging = HedgePacer(clock, self._learning)
-        self._hedge_timers = hedging.hedge_timers()
+        # Its own clock, not the deadline's: durations age out of its window by real time.
+        self.hedging = HedgePacer(time.monotonic, self._learning)
+        self._hedge_timers = hedge_timers()
         if self.policy.hedge_after is not None:
             strategies.by_option["hedging"] = self.hedging  # its status, for the operators' view
             if self.policy.hedge_percentile is not None:
@@ -196,52 +195,43 @@ class RetryTransport(httpx.AsyncBaseTransport):
         guard_hop(request)
         return cast(Coroutine[Any, Any, httpx.Response], self._around(request)) if self._around else self._call(request)
 
-    async def _call(self, request: httpx.Request) -> httpx.Response:
-        """The call: its deadline, then its attempts (retried or hedged)."""
+    def _call(self, request: httpx.Request) -> Coroutine[Any, Any, httpx.Response]:
+        """The call: its deadline, then its attempts, hedged or retried (the coroutine to await)."""
         policy = call_options(request).retry or self.policy
         deadline_at = None if policy.deadline is None else self._clock() + policy.deadline
         retries = policy.attempts > 1 and replayable(request.stream)
+        if policy.hedge_after is not None and retries and policy.may_resend(request):
+            pace = self.hedging.pace(policy.hedge_after)
+            race = Race(request, policy, self.name, deadline_at, retries, self.executor, pace, self._hedge_timers)
+            if self._told:
+                race.started = time.perf_counter()
+            return race.run()  # the race's coroutine is the call's own: not awaited here, one frame less
         call = Call(request, policy, self.name, deadline_at, retries)
         if self._told:
             call.started = time.perf_counter()
+        return self._retried(call)
+
+    async def _retried(self, call: Call) -> httpx.Response:
+        """A call whose retryable attempts are retried after a backoff wait (the retry engine)."""
         executor = self.executor
-        refusal = executor.admit(call)
-        if refusal is not None and not isinstance(refusal, Refusal):
-            refusal = await refusal.wait()
-        if refusal is not None and refusal.error is not None:
-            executor.refused(call, refusal, refusal.error)
-            raise refusal.error
-        if policy.hedge_after is not None and retries and policy.may_resend(request):
-            pace = self.hedging.pace(policy.hedge_after)
-            outcome, stopped = await hedging.race(call, executor, pace, self._hedge_timers)
-            executor.final(call, outcome, stopped)
-        else:
-            outcome = await executor.attempt(call)
-            if not outcome.retryable:
-                executor.final(call, outcome)
-                return outcome.unwrap()
-            decisions = Decisions(call, executor.admit, self._instruments, self._clock, self._random)
-            try:
-                outcome = await engine.retry(outcome, lambda: self._retry(call), decisions, self._wait)
-            finally:
-                # Cancelled during the backoff wait: what the strategies admitted goes back.
-                if call.pending is not None:
-                    call.pending.abandon()
-                elif call.granted:
-                    executor.release(call, len(executor.gates), Outcome(cancelled=True, attempt=call.attempt + 1))
-            stopped = decisions.stopped
-            if stopped is None:
-                executor.final(call, outcome)
-        if outcome.error is not None:
-            # The original error, not wrapped; the note tells how far the retries got.
-            spent = " (retry budget spent)" if stopped == "budget" else ""
-            outcome.error.add_note(
-                f"fastapi_retry_http: raised by attempt {call.attempt} of at most {policy.attempts}{spent}."
-            )
-            raise outcome.error
-        response = outcome.unwrap()
-        response.extensions[ATTEMPTS_EXTENSION] = call.attempt
-        return response
+        admission = executor.admit(call)
+        if admission is not None:
+            await executor.admitted(call, admission)
+        outcome = await executor.attempt(call)
+        if not outcome.retryable:
+            executor.final(call, outcome)
+            return outcome.unwrap()
+        decisions = Decisions(call, executor.admit, self._instruments, self._clock, self._random)
+        try:
+            outcome = await engine.retry(outcome, lambda: self._retry(call), decisions, self._wait)
+        finally:
+            # Cancelled during the backoff wait: what the strategies admitted goes back.
+            if call.pending is not None:
+                call.pending.abandon()
+            elif call.granted:
+                executor.release(call, len(executor.gates), Outcome(cancelled=True, attempt=call.attempt + 1))
+        # Stopped by a decision (the budget, the breaker, the deadline): its event is told already.
+        return executor.returned(call, outcome, decisions.stopped, told=decisions.stopped is not None)
 
     async def _retry(self, call: Call) -> Outcome:
         self._check_open()
@@ -263,8 +253,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
 
     def _learning(self, latency: LatencyStrategy) -> None:
         """A policy hedges at a percentile: from now on every attempt is timed and recorded."""
-        self.executor.gates = (*self.executor.gates, latency)  # told of every attempt, after the others
-        self.executor.timed = True
+        self.executor.learner = latency  # told of every attempt, after the strategies
         self.strategies.by_option["hedging"] = self.hedging
 
     def _check_open(self) -> None:

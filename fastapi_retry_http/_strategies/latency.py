@@ -13,7 +13,11 @@ call would hedge: the budget is what keeps an outage from doubling the load.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable
+from itertools import accumulate
+from operator import add, sub
 from typing import Final
 
 import httpx
@@ -45,16 +49,11 @@ FIXED_SHARE: Final = 0.1
 # Histogram buckets grow by 4% (the delay's resolution), from 0.1 ms to about 10 minutes.
 _LOWEST: Final = 1e-4
 _GROWTH: Final = 1.04
-_LOG_GROWTH: Final = math.log(_GROWTH)
 _BUCKETS: Final = 400
-
-
-def _bucket(seconds: float) -> int:
-    # On every attempt: `math.floor` and a comparison cost a third of `int()` and `min()`.
-    if seconds <= _LOWEST:
-        return 0
-    index = math.floor(math.log(seconds / _LOWEST) / _LOG_GROWTH) + 1
-    return index if index < _BUCKETS else _BUCKETS - 1
+# The bucket of `seconds` is log2(seconds / _LOWEST) / log2(_GROWTH), rounded up: `math.log2`
+# takes one argument, and costs half of `math.log` (which takes an optional base).
+_SCALE: Final = 1 / _LOWEST
+_PER_BUCKET: Final = 1 / math.log2(_GROWTH)
 
 
 def _upper_edge(bucket: int) -> float:
@@ -63,53 +62,59 @@ def _upper_edge(bucket: int) -> float:
 
 
 class LatencyWindow:
-    """Attempt durations over the last `WINDOW` seconds, in a fixed-size log histogram."""
+    """
+    Attempt durations over the last `WINDOW` seconds, in a fixed-size log histogram per slot
+    of the window. Adding one costs a bucket and an increment into the newest slot; the older
+    slots are kept summed as they roll, so reading the percentile (every few seconds) is a
+    few passes in C over the buckets.
+    """
 
-    __slots__ = ("_counts", "_slot_end", "_slots", "_total", "_width", "count")
+    __slots__ = ("_newest", "_older", "_older_count", "_size", "_slot_end", "_slots", "_width")
 
     def __init__(self, window: float = WINDOW, slots: int = WINDOW_SLOTS) -> None:
         self._width = window / slots
-        self._slots = [[0] * _BUCKETS for _ in range(slots)]  # the newest last
-        self._total = [0] * _BUCKETS  # the sum of the slots, kept as they change
+        self._size = slots
+        self._slots: deque[list[int]] = deque(maxlen=slots - 1)  # the slots before the newest, oldest first
+        self._newest = [0] * _BUCKETS
+        self._older = [0] * _BUCKETS  # the sum of `_slots`, kept as they roll
+        self._older_count = 0
         self._slot_end = -math.inf
-        #: Samples in the window.
-        self.count = 0
+
+    @property
+    def count(self) -> int:
+        """Samples in the window."""
+        return self._older_count + sum(self._newest)
 
     def add(self, seconds: float, now: float) -> None:
-        """Count one duration, observed at `now`. On the request path: a few list operations."""
+        """Count one duration, observed at `now`. On the request path: a bucket, an increment."""
         if now >= self._slot_end:
             self._roll(now)
-        index = _bucket(seconds)
-        self._slots[-1][index] += 1
-        self._total[index] += 1
-        self.count += 1
+        index = math.floor(math.log2(seconds * _SCALE) * _PER_BUCKET) + 1 if seconds > _LOWEST else 0
+        self._newest[index if index < _BUCKETS else _BUCKETS - 1] += 1
 
     def percentile(self, percentile: float, now: float) -> float | None:
         """The duration below which `percentile`% of the window's samples fall; `None` with too few."""
         if now >= self._slot_end:
             self._roll(now)
-        if self.count < MIN_SAMPLES:
+        below = list(accumulate(map(add, self._older, self._newest)))  # samples up to each bucket
+        if below[-1] < MIN_SAMPLES:
             return None
-        rank = math.ceil(self.count * percentile / 100)
-        seen = 0
-        for index, count in enumerate(self._total):
-            seen += count
-            if seen >= rank:
-                return _upper_edge(index)
-        raise AssertionError("the counts add up to more than the histogram holds")  # pragma: no cover
+        return _upper_edge(bisect_left(below, math.ceil(below[-1] * percentile / 100)))
 
     def _roll(self, now: float) -> None:
-        # Drop the slots time has passed over (all of them after a long quiet spell).
-        passed = len(self._slots) if self._slot_end == -math.inf else int((now - self._slot_end) // self._width) + 1
-        for _ in range(min(passed, len(self._slots))):
-            oldest = self._slots.pop(0)
-            for index, count in enumerate(oldest):
-                if count:
-                    self._total[index] -= count
-                    self.count -= count
-                    oldest[index] = 0
-            self._slots.append(oldest)
-        self._slot_end = now + self._width if passed >= len(self._slots) else self._slot_end + passed * self._width
+        # Time has passed over the newest slot (over all of them, after a long quiet spell).
+        slots, size = self._slots, self._size
+        passed = size if self._slot_end == -math.inf else int((now - self._slot_end) // self._width) + 1
+        for _ in range(min(passed, size)):
+            if len(slots) == size - 1:  # the oldest leaves the window
+                oldest = slots[0]
+                self._older = list(map(sub, self._older, oldest))
+                self._older_count -= sum(oldest)
+            self._older = list(map(add, self._older, self._newest))
+            self._older_count += sum(self._newest)
+            slots.append(self._newest)
+            self._newest = [0] * _BUCKETS
+        self._slot_end = now + self._width if passed >= size else self._slot_end + passed * self._width
 
 
 class HedgeBudget:
@@ -151,55 +156,72 @@ class HedgeBudget:
 
 class LatencyStrategy:
     """
-    The per-attempt strategy behind `hedge_after="p95"`: it admits everything and learns from
-    every attempt's outcome; `delay` reads the percentile.
+    What `hedge_after="p95"` learns from: told every attempt's outcome (after the strategies,
+    never asked), it keeps the durations in a window; `delay` reads the percentile.
 
     Recorded: responses the policy does not treat as failures, and timeouts (as Finagle does).
     An attempt cancelled after running longer than the delay in force (a lost hedge race,
     typically the slow original) is recorded at its elapsed time: it is known to be in the
     tail, and leaving out exactly the attempts hedging cuts short would pull the percentile
     down. One cancelled sooner is left out: how long it would have taken is unknown.
+
+    The delays are read again every `REFRESH` seconds, as attempts are recorded (and at once
+    when one still unknown has its 20 samples); each reading is handed to `on_read`, so the
+    calls read their delay from their hedge budget without asking this for it.
     """
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, clock: Callable[[], float], on_read: Callable[[str, float | None], None] = lambda *_: None
+    ) -> None:
         self._clock = clock
+        self._on_read = on_read
         self.window = LatencyWindow()
         self._delays: dict[str, float | None] = {}
         self._refresh_at = -math.inf
         self._floor = math.inf  # the shortest delay in force: cancelled attempts past it are in the tail
+        self._unknown = False  # a delay is still unknown: read again as soon as there are enough samples
 
     def admit(self, call: Call) -> None:
         """Every attempt goes: this strategy only learns."""
 
     def record(self, call: Call, outcome: Outcome) -> None:
         """Learn the duration of an attempt that answered, timed out, or was cut off in the tail."""
-        if outcome.refusal is not None:
+        response = outcome.response
+        if response is not None:  # an answer, unless the policy counts it a failure
+            status = response.status_code
+            if status >= 500 or status in call.policy.statuses:
+                return
+        elif outcome.refusal is not None:
+            return  # nothing was sent
+        elif not (outcome.duration > self._floor if outcome.cancelled else _timed_out(outcome)):
             return
-        if outcome.cancelled:
-            if outcome.duration > self._floor:
-                self.window.add(outcome.duration, self._clock())
-            return
-        if _answered(call, outcome):
-            self.window.add(outcome.duration, self._clock())
+        now = self._clock()
+        window = self.window
+        window.add(outcome.duration, now)
+        if now >= self._refresh_at or (self._unknown and window.count >= MIN_SAMPLES):
+            self._refresh(now)
 
     def delay(self, hedge_after: str) -> float | None:
         """The delay `hedge_after` (`"p95"`) stands for now; `None` while learning (under 20 samples)."""
         now = self._clock()
-        delay = self._delays.get(hedge_after)
-        if delay is not None and now < self._refresh_at:
-            return delay  # read less than `REFRESH` ago: nearly every call
-        if now >= self._refresh_at:
-            self._refresh_at = now + REFRESH
-            for known in self._delays:
-                self._read(known, now)
-        if hedge_after not in self._delays or (self._delays[hedge_after] is None and self.window.count >= MIN_SAMPLES):
-            self._read(hedge_after, now)  # a new percentile, or enough samples at last: not in 3 s
+        if now >= self._refresh_at or (self._unknown and self.window.count >= MIN_SAMPLES):
+            self._refresh(now)
+        if hedge_after not in self._delays:
+            self._read(hedge_after, now)  # a new percentile: not in 3 s
         return self._delays[hedge_after]
+
+    def _refresh(self, now: float) -> None:
+        self._refresh_at = now + REFRESH
+        for known in self._delays:
+            self._read(known, now)
 
     def _read(self, hedge_after: str, now: float) -> None:
         value = self.window.percentile(_percentile(hedge_after), now)
-        self._delays[hedge_after] = None if value is None else max(MIN_DELAY, value)
-        self._floor = min((delay for delay in self._delays.values() if delay is not None), default=math.inf)
+        delay = self._delays[hedge_after] = None if value is None else max(MIN_DELAY, value)
+        known = [delay for delay in self._delays.values() if delay is not None]
+        self._floor = min(known, default=math.inf)
+        self._unknown = len(known) < len(self._delays)
+        self._on_read(hedge_after, delay)
 
     def status(self) -> dict[str, object]:
         """The samples in the window and the learned delays (seconds; `None` while learning), now."""
@@ -214,7 +236,8 @@ class HedgePacer:
     share of calls its delay is expected to hedge (6% for `"p95"`); a fixed delay, a guess
     that nothing keeps in tune, gets `FIXED_SHARE` (10%). The latency estimate is built the
     first time a percentile is asked for; `learning` hears of it (the pipeline then tells it
-    of every attempt).
+    of every attempt). A learned delay is kept on its budget as each reading is taken, so a
+    call reads it there.
     """
 
     def __init__(self, clock: Callable[[], float], learning: Callable[[LatencyStrategy], None]) -> None:
@@ -227,7 +250,7 @@ class HedgePacer:
     def learn(self) -> LatencyStrategy:
         """The latency estimate, built when first needed."""
         if self.latency is None:
-            self.latency = LatencyStrategy(self._clock)
+            self.latency = LatencyStrategy(self._clock, self._learned)
             self._learning(self.latency)
         return self.latency
 
@@ -236,11 +259,12 @@ class HedgePacer:
         budget = self._budgets.get(hedge_after)
         if budget is None:
             budget = self._budgets[hedge_after] = HedgeBudget(_share(hedge_after))
+            # Fixed, or learned: read now, then kept up to date by the latency estimate.
+            if isinstance(hedge_after, str):
+                budget.delay = (self.latency or self.learn()).delay(hedge_after)
+            else:
+                budget.delay = hedge_after
         budget.deposit()  # the call pays its share
-        if isinstance(hedge_after, str):
-            budget.delay = (self.latency or self.learn()).delay(hedge_after)
-        else:
-            budget.delay = hedge_after
         return budget
 
     def status(self) -> dict[str, object]:
@@ -248,15 +272,16 @@ class HedgePacer:
         budgets = {str(key): {"tokens": round(b.tokens, 3), "refused": b.refused} for key, b in self._budgets.items()}
         return {"budgets": budgets, **(self.latency.status() if self.latency is not None else {})}
 
+    def _learned(self, hedge_after: str, delay: float | None) -> None:
+        budget = self._budgets.get(hedge_after)
+        if budget is not None:
+            budget.delay = delay
 
-def _answered(call: Call, outcome: Outcome) -> bool:
-    """A response that is not a failure by the policy, or a timeout: the latencies hedging is about."""
-    response = outcome.response
-    if response is not None:
-        status = response.status_code
-        return status < 500 and status not in call.policy.statuses
-    # A pool timeout is local back-pressure, not the upstream's latency.
-    return isinstance(outcome.error, httpx.TimeoutException) and not isinstance(outcome.error, httpx.PoolTimeout)
+
+def _timed_out(outcome: Outcome) -> bool:
+    """A timeout (a latency hedging is about); a pool timeout is local back-pressure, not the upstream's."""
+    error = outcome.error
+    return isinstance(error, httpx.TimeoutException) and not isinstance(error, httpx.PoolTimeout)
 
 
 def _share(hedge_after: float | str) -> float:
