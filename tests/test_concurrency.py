@@ -244,6 +244,23 @@ class TestHedges:
         assert server.requests == 1  # the hedge found no slot within max_wait: never sent
         assert waits == [0.5]
 
+    def test_a_hedged_call_holds_two_slots_each_with_its_epoch(self) -> None:
+        gate = ConcurrencyGate(ConcurrencyLimit(limit=10), "billing", Clock(), never)
+        hedged, other = call(), call()
+        hedged.policy = RetryPolicy(hedge_after=0.05)
+        assert gate.admit(hedged) is None  # the first attempt's slot: its epoch alone
+        assert gate.admit(other) is None
+        gate.record(other, Outcome(response=httpx.Response(503)))  # a decrease: the next round
+        assert gate.limit == pytest.approx(9.0)
+        hedged.attempt = 1
+        assert gate.admit(hedged) is None  # the hedge's slot, taken at once too, in the new round
+        assert gate.in_flight == 2
+        gate.record(hedged, Outcome(response=httpx.Response(503)))  # the hedge's: this round's, so it shrinks
+        assert gate.limit == pytest.approx(8.1)
+        gate.record(hedged, Outcome(response=httpx.Response(503)))  # the first's: an earlier round, so not again
+        assert gate.limit == pytest.approx(8.1)
+        assert gate.in_flight == 0
+
 
 class TestAimd:
     def test_grows_by_one_slot_per_limit_of_successes_while_nearly_used(self) -> None:

@@ -56,6 +56,9 @@ class Attempts(Protocol):
     async def superseded(self, call: Call, outcome: Outcome, kind: str) -> None:
         """Release an attempt's outcome that will not be returned, and tell of it."""
 
+    def final(self, call: Call, outcome: Outcome, stopped: str | None = None) -> None:
+        """The event of the attempt that ends the call."""
+
     def returned(self, call: Call, outcome: Outcome, stopped: str | None = None) -> httpx.Response:
         """The call's answer from its last outcome (and why hedging stopped early, if it did)."""
 
@@ -129,11 +132,12 @@ class Race(Call):
         admission = attempts.admit(self)
         if admission is not None:
             await attempts.admitted(self, admission)
-        caller = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        caller = asyncio.current_task(loop)
         assert caller is not None
         try:
             if self.delay is not None:  # hedging needs two attempts or more: another may go
-                self.timers.set(self, self.delay, caller.get_loop())
+                self.timers.set(self, self.delay, loop)
             self.inline = caller
             try:
                 # An attempt never absorbs a cancellation (the executor re-raises it; the sender
@@ -147,9 +151,10 @@ class Race(Call):
                 self.inline = None
                 self.timers.discard(self, None)
             if first is not None and not first.retryable and not self.running:
-                outcome, stopped = first, None  # answered before any hedge: nearly every call
-            else:
-                outcome, stopped = await self._rest(first)
+                # Answered before any hedge, nearly every call: as a call answered at once is.
+                attempts.final(self, first)
+                return first.unwrap()
+            outcome, stopped = await self._rest(first)
         finally:
             if self.running or self.waits:
                 await self._end()
