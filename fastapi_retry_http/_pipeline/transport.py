@@ -200,16 +200,17 @@ class RetryTransport(httpx.AsyncBaseTransport):
         policy = call_options(request).retry or self.policy
         deadline_at = None if policy.deadline is None else self._clock() + policy.deadline
         retries = policy.attempts > 1 and replayable(request.stream)
+        call: Call
+        race = None
         if policy.hedge_after is not None and retries and policy.may_resend(request):
-            pace = self.hedging.pace(policy.hedge_after)
-            race = Race(request, policy, self.name, deadline_at, retries, self.executor, pace, self._hedge_timers)
-            if self._told:
-                race.started = time.perf_counter()
-            return race.run()  # the race's coroutine is the call's own: not awaited here, one frame less
-        call = Call(request, policy, self.name, deadline_at, retries)
+            pace, timers = self.hedging.pace(policy.hedge_after), self._hedge_timers
+            call = race = Race(request, policy, self.name, deadline_at, retries, self.executor, pace, timers)
+        else:
+            call = Call(request, policy, self.name, deadline_at, retries)
         if self._told:
             call.started = time.perf_counter()
-        return self._retried(call)
+        # A race's coroutine is the call's own: returned, not awaited here (one frame less).
+        return race.run() if race is not None else self._retried(call)
 
     async def _retried(self, call: Call) -> httpx.Response:
         """A call whose retryable attempts are retried after a backoff wait (the retry engine)."""
