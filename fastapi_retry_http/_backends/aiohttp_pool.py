@@ -27,6 +27,7 @@ import httpx
 
 from .._pipeline.attempts import call_options
 from .._pipeline.httpx_parts import headers_from_raw, read_response
+from .._tasks import task_of
 from ..exceptions import ClientClosedError
 from .aiohttp_errors import httpx_error, safe_cause
 from .aiohttp_exchange import Exchange
@@ -131,7 +132,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         exchange, slots = self._open()
-        task = asyncio.current_task()
+        task = task_of(asyncio.get_running_loop())
         assert task is not None
         self._attempts.add(task)
         try:

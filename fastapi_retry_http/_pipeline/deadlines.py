@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from .._tasks import task_of
+
 __all__ = ["Deadlines", "Expiries"]
 
 K = TypeVar("K")
@@ -110,7 +112,7 @@ class Deadlines:
     def watch(self, seconds: float) -> asyncio.Task[Any]:
         """Cancel the current task in `seconds` unless `unwatch` comes first; returns the task."""
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
+        task = task_of(loop)
         assert task is not None
         self._expiries.set(task, seconds, loop)
         return task
