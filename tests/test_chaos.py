@@ -142,6 +142,15 @@ class TestRates:
             assert hits[index] >= rate * full - 2
         assert sum(hits.values()) == draws
 
+    @pytest.mark.parametrize("rates", [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0)])
+    def test_a_deck_of_one_kind_is_dealt_without_a_shuffle(self, rates: tuple[float, float]) -> None:
+        generator = random.Random(3)
+        state = generator.getstate()
+        deck = Deck(rates, generator)
+        card = rates.index(1.0) if 1.0 in rates else -1
+        assert [deck.draw() for _ in range(250)] == [card] * 250
+        assert generator.getstate() == state  # nothing drawn from the generator for it
+
     def test_the_same_seed_gives_the_same_sequence_and_another_seed_another(self) -> None:
         def sequence(seed: int) -> list[int]:
             deck = Deck((0.3, 0.2), random.Random(seed))

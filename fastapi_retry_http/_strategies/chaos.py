@@ -66,7 +66,8 @@ class Deck:
             self._given[index] += hits
             cards += [index] * hits
         cards += [-1] * (self._size - len(cards))
-        self._generator.shuffle(cards)
+        if cards[0] != cards[-1]:  # cards of one kind (nothing injected, at its rates) need no shuffle
+            self._generator.shuffle(cards)
         self._cards = cards
 
 
