@@ -13,7 +13,7 @@ import time
 
 import httpx
 import pytest
-from hypothesis import settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
@@ -24,14 +24,12 @@ from fastapi_retry_http._strategies.latency import (
     BUDGET_BURST,
     FIXED_SHARE,
     MIN_DELAY,
-    MIN_SAMPLES,
     REFRESH,
-    WINDOW,
     HedgeBudget,
     HedgePacer,
     LatencyStrategy,
-    LatencyWindow,
 )
+from fastapi_retry_http._strategies.latency_window import _FRESH, MIN_SAMPLES, WINDOW, LatencyWindow
 from fastapi_retry_http.exceptions import AttemptTimeout, ConfigurationError
 from tests.servers import RawServer, response_bytes
 
@@ -96,6 +94,34 @@ class TestLatencyWindow:
         assert estimate is not None
         # Never below (a delay read from the histogram errs towards fewer hedges), at most 4% above.
         assert exact(samples, percentile) <= estimate <= exact(samples, percentile) * 1.04 + 1e-12
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(st.floats(0, 600), min_size=MIN_SAMPLES, max_size=400),
+        st.floats(1, 100),
+        st.lists(st.integers(0, 400), max_size=4),
+    )
+    def test_any_durations_batched_any_way_read_never_below_and_within_a_bucket(
+        self, samples: list[float], percentile: float, reads: list[int]
+    ) -> None:
+        window = LatencyWindow()
+        for index, sample in enumerate(samples):
+            window.add(sample, now=1.0)
+            if index in reads:
+                window.percentile(50, now=1.0)  # a reading puts what came so far into its buckets
+        estimate = window.percentile(percentile, now=1.0)
+        assert estimate is not None
+        assert window.count == len(samples)
+        assert exact(samples, percentile) <= estimate * (1 + 1e-12)
+        assert estimate <= max(exact(samples, percentile), 1e-4) * 1.04 * (1 + 1e-12)
+
+    def test_durations_wait_in_a_bounded_batch(self) -> None:
+        window = LatencyWindow()
+        for index in range(3 * _FRESH):
+            window.add(0.001 * (1 + index % 7), now=1.0)
+        assert len(window._fresh) < _FRESH  # never more waiting than that, however many come between reads
+        assert window.count == 3 * _FRESH
+        assert window.percentile(50, now=1.0) == pytest.approx(0.004, rel=0.04)
 
     def test_extremes_land_in_the_first_and_last_buckets(self) -> None:
         window = LatencyWindow()
@@ -202,7 +228,9 @@ class TestPacer:
         hedges: dict[float | str, int] = {"p95": 0, "p99": 0, 0.05: 0}
         for _ in range(100):
             for hedge_after in hedges:
-                hedges[hedge_after] += pacer.pace(hedge_after).take()  # a hedge wanted for every call
+                budget = pacer.pace(hedge_after)
+                budget.deposit()  # a hedged call starts
+                hedges[hedge_after] += budget.take()  # a hedge wanted for every call
         # The burst it starts with, then its share of the 100 calls (less the first share, the bucket being full).
         for hedge_after, share in (("p95", 0.06), ("p99", 0.012), (0.05, FIXED_SHARE)):
             assert hedges[hedge_after] == int(BUDGET_BURST + share * 99 + 1e-9)

@@ -17,6 +17,8 @@ import pytest
 
 from fastapi_retry_http import Client, RetryBudget, RetryPolicy, RetryTransport, _clock
 from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
+from fastapi_retry_http._pipeline.attempts import OPTIONS_EXTENSION, CallOptions
+from fastapi_retry_http._tasks import task_of
 from fastapi_retry_http.exceptions import DeadlineExceeded
 
 pytestmark = pytest.mark.anyio
@@ -533,3 +535,26 @@ class TestRetryBudget:
     def test_nonsense_is_refused(self, field: str, value: object) -> None:
         with pytest.raises(ValueError, match=f"RetryBudget.{field}"):
             RetryBudget(**{field: value})  # type: ignore[arg-type]
+
+
+async def test_each_hedging_policy_paces_its_own_calls() -> None:
+    transport = RetryTransport(httpx.MockTransport(lambda request: httpx.Response(200)), RetryPolicy(hedge_after=5.0))
+    async with httpx.AsyncClient(transport=transport) as client:
+        await client.get("http://x.internal/")
+        transport.policy = RetryPolicy(hedge_after=7.0)  # replaced: its calls have a budget of their own
+        await client.get("http://x.internal/")
+        options = CallOptions(retry=RetryPolicy(hedge_after=9.0))
+        await client.get("http://x.internal/", extensions={OPTIONS_EXTENSION: options})
+        await client.get("http://x.internal/")
+    budgets = transport.hedging.status()["budgets"]
+    assert isinstance(budgets, dict)
+    assert sorted(budgets) == ["5.0", "7.0", "9.0"]
+
+
+async def test_the_running_task_is_read_for_its_loop() -> None:
+    assert task_of(asyncio.get_running_loop()) is asyncio.current_task()
+    other = asyncio.new_event_loop()
+    try:
+        assert task_of(other) is None  # no task runs there
+    finally:
+        other.close()

@@ -86,6 +86,10 @@ class Call:
     #: Anything a strategy keeps for the call (slots held, a probe's lease), by strategy.
     state: dict[object, object] | None = None
 
+    def lost(self) -> bool:
+        """Whether an attempt of this call cancelled now lost a race (only a hedged call races)."""
+        return False
+
 
 class Outcome:
     """

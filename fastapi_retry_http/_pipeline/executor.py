@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
-from typing import Final
+from collections.abc import Sequence
+from typing import Final, Protocol
 
 import httpx
 
@@ -34,6 +34,13 @@ __all__ = ["ATTEMPTS_EXTENSION", "Executor"]
 ATTEMPTS_EXTENSION: Final = "fastapi_retry_http.attempts"
 
 
+class Learner(Protocol):
+    """Told every attempt's outcome after the strategies, never asked (the latency estimate)."""
+
+    def record(self, call: Call, outcome: Outcome, now: float) -> None:
+        """Learn from `outcome`, which ended at `now` (`time.perf_counter()`)."""
+
+
 class Executor:
     """Sends the attempts of one client's calls through its strategies and its sender."""
 
@@ -48,9 +55,9 @@ class Executor:
         self._told = bool(instruments)  # asked on every attempt: an attribute, not a method call
         #: Told every attempt's outcome after the strategies, never asked (the latency estimate
         #: behind `hedge_after="p95"`): attempts are timed for it even without an instrument.
-        self.learner: Gate | None = None
+        self.learner: Learner | None = None
 
-    async def attempt(self, call: Call, lost: Callable[[], bool] | None = None) -> Outcome:
+    async def attempt(self, call: Call) -> Outcome:
         """One attempt through the send, classify and record stages."""
         call.attempt += 1
         number = call.attempt
@@ -72,13 +79,14 @@ class Executor:
                 scopes.end(None, gone)
             cancelled = Outcome(cancelled=True, attempt=number)
             if timed:
-                cancelled.duration = time.perf_counter() - started
+                ended = time.perf_counter()
+                cancelled.duration = ended - started
             for gate in self.gates:
                 gate.record(call, cancelled)
             if learner is not None:
-                learner.record(call, cancelled)
+                learner.record(call, cancelled, ended)
             if self._told:
-                kind = "hedge_lost" if lost is not None and lost() else "cancelled"
+                kind = "hedge_lost" if call.lost() else "cancelled"
                 self._instruments.emit(event(call, cancelled, kind))
             raise
         else:
@@ -88,13 +96,14 @@ class Executor:
         if self.sender.interceptors:  # chaos: the attempts it acted on are marked on the request
             outcome.injected = number in request.extensions.get(INJECTED_EXTENSION, ())
         if timed:
-            outcome.duration = time.perf_counter() - started
+            ended = time.perf_counter()
+            outcome.duration = ended - started
         if scopes is not None:
             scopes.end(outcome.response, outcome.error)
         for gate in self.gates:
             gate.record(call, outcome)
         if learner is not None:
-            learner.record(call, outcome)
+            learner.record(call, outcome, ended)
         return outcome
 
     def admit(self, call: Call, start: int = 0) -> Refusal | Waiting | None:

@@ -11,16 +11,15 @@ the losers are cancelled and awaited, so their connections go back to the pool o
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import time
-from collections.abc import Callable
+from contextvars import Context, copy_context
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
+from .._tasks import task_of
 from .attempts import Call, Outcome
 from .deadlines import Expiries
-from .policy import RetryPolicy
 from .strategy import Refusal
 
 if TYPE_CHECKING:
@@ -37,6 +36,9 @@ class Pace(Protocol):
 
     delay: float | None  # `None`: no hedge on time (still learning); a failure still starts one
 
+    def deposit(self) -> None:
+        """A hedged call starts: it pays its share into the hedge budget."""
+
     def take(self) -> bool:
         """A hedge is due on time: whether the hedge budget allows it."""
 
@@ -50,8 +52,8 @@ class Attempts(Protocol):
     async def admitted(self, call: Call, admission: Refusal | Waiting) -> None:
         """The first attempt's admission, when not a plain yes: wait, or raise the refusal's error."""
 
-    async def attempt(self, call: Call, lost: Callable[[], bool] | None = None) -> Outcome:
-        """One attempt; `lost()` tells it, once cancelled, whether it lost the race."""
+    async def attempt(self, call: Call) -> Outcome:
+        """One attempt; `call.lost()` tells it, once cancelled, whether it lost the race."""
 
     async def superseded(self, call: Call, outcome: Outcome, kind: str) -> None:
         """Release an attempt's outcome that will not be returned, and tell of it."""
@@ -72,20 +74,22 @@ class Race(Call):
     """
     A hedged call: the `Call` with its attempts in flight and done; `run()` is the call.
 
-    One object per call, built with the call (not a call and a race): most calls are answered
-    before the hedge delay. The first attempt runs in the caller's own task, and then costs
-    no task, no future and no timer of its own (a deadline in the transport's shared
-    `Expiries`, keyed by the race). When the delay passes first, `due` starts a hedge as a
-    task; a hedge that wins while the first attempt still runs interrupts it by cancelling the
-    caller's task, which `run` tells from any other cancellation. From then on (or after a
-    first attempt that failed) the remaining attempts are tasks, raced by `_rest`.
+    One object per call, built as the call is (with `Call`'s fields alone, not a call and a
+    race): most calls are answered before the hedge delay. The first attempt runs in the
+    caller's own task, and then costs no task, no future and no timer of its own (a deadline
+    in the transport's shared `Expiries`, keyed by the race). When the delay passes first,
+    `due` starts a hedge as a task; a hedge that wins while the first attempt still runs
+    interrupts it by cancelling the caller's task, which `run` tells from any other
+    cancellation. From then on (or after a first attempt that failed) the remaining attempts
+    are tasks, raced by `_rest`.
 
-    `attempts` (the executor) admits and runs each attempt, and releases an outcome that will
-    not be returned with its one event: `"retry"` for a failure that another attempt followed,
-    `"hedge_lost"` for an answer that came after the winner's. So every attempt sent has
-    exactly one event, as a retried call's attempts have. `pace` gives the delay (the policy's
-    seconds, or a learned percentile, read as the call starts) and the hedge budget. `timers`
-    (`hedge_timers()`, one per transport) times the hedges due while the first attempt runs.
+    `run`'s `attempts` (the executor) admits and runs each attempt, and releases an outcome
+    that will not be returned with its one event: `"retry"` for a failure that another
+    attempt followed, `"hedge_lost"` for an answer that came after the winner's. So every
+    attempt sent has exactly one event, as a retried call's attempts have. `pace` gives the
+    delay (the policy's seconds, or a learned percentile, read as the call starts) and the
+    hedge budget. `timers` (`hedge_timers()`, one per transport) times the hedges due while
+    the first attempt runs.
     """
 
     # What most races never change is read from the class until they do (cheaper to build).
@@ -102,22 +106,12 @@ class Race(Call):
     inline: asyncio.Task[Any] | None = None
     interrupted = False
 
-    def __init__(
-        self,
-        request: httpx.Request,
-        policy: RetryPolicy,
-        client: str,
-        deadline_at: float | None,
-        retries: bool,
-        attempts: Attempts,
-        pace: Pace,
-        timers: Expiries[Race],
-    ) -> None:
-        Call.__init__(self, request, policy, client, deadline_at, retries)  # not super(): no object built
-        self.attempts, self.pace, self.timers = attempts, pace, timers
-        self.delay = pace.delay
-        # Hedges started by a timer run in the caller's context, not the timer's.
-        self.context = contextvars.copy_context()
+    # Set as the call runs (an `__init__` of its own would cost a frame more per call).
+    attempts: Attempts
+    pace: Pace
+    timers: Expiries[Race]
+    delay: float | None
+    context: Context
 
     # A key of the timers: by identity, as any object (a call's fields are no key).
     __hash__ = object.__hash__
@@ -126,30 +120,34 @@ class Race(Call):
     def _more(self) -> bool:
         return self.launched < self.policy.attempts and self.stopped is None
 
-    async def run(self) -> httpx.Response:
+    async def run(self, attempts: Attempts, pace: Pace, timers: Expiries[Race]) -> httpx.Response:
         """The call: its first attempt admitted, the race, the answer (the winner, or the last failure)."""
-        attempts = self.attempts
+        self.attempts, self.pace, self.timers = attempts, pace, timers
+        self.delay = pace.delay
+        pace.deposit()
+        # Hedges started by a timer run in the caller's context, not the timer's.
+        self.context = copy_context()
         admission = attempts.admit(self)
         if admission is not None:
             await attempts.admitted(self, admission)
         loop = asyncio.get_running_loop()
-        caller = asyncio.current_task(loop)
+        caller = task_of(loop)
         assert caller is not None
         try:
             if self.delay is not None:  # hedging needs two attempts or more: another may go
-                self.timers.set(self, self.delay, loop)
+                timers.set(self, self.delay, loop)
             self.inline = caller
             try:
                 # An attempt never absorbs a cancellation (the executor re-raises it; the sender
                 # turns one into a timeout only when its own deadline was the only one).
-                first = await attempts.attempt(self, self._lost)
+                first = await attempts.attempt(self)
             except asyncio.CancelledError:
                 if not self.interrupted or caller.uncancel() != 0:
                     raise
                 first = None  # a hedge won: the caller's task was cancelled for that, and by nobody else
             finally:
                 self.inline = None
-                self.timers.discard(self, None)
+                timers.discard(self, None)
             if first is not None and not first.retryable and not self.running:
                 # Answered before any hedge, nearly every call: as a call answered at once is.
                 attempts.final(self, first)
@@ -215,7 +213,7 @@ class Race(Call):
     def _launch(self, pending: Waiting | None) -> None:
         if pending is not None:
             self.waits = [*(self.waits or ()), pending]
-        attempt = self.attempts.attempt(self, self._lost) if pending is None else self._after(pending)
+        attempt = self.attempts.attempt(self) if pending is None else self._after(pending)
         task = asyncio.get_running_loop().create_task(attempt, context=self.context)
         if self.inline is not None:
             task.add_done_callback(self._settled)
@@ -235,7 +233,8 @@ class Race(Call):
             self.interrupted = True
             self.inline.cancel()
 
-    def _lost(self) -> bool:
+    def lost(self) -> bool:
+        """Whether a winner is known: an attempt cancelled now lost the race."""
         return self.decided
 
     async def _first(self, running: set[asyncio.Task[Outcome]], timeout: float | None) -> bool:
@@ -266,7 +265,7 @@ class Race(Call):
         refusal = await pending.wait()
         if refusal is not None:
             return Outcome(refusal=refusal, attempt=self.attempt)
-        return await self.attempts.attempt(self, self._lost)
+        return await self.attempts.attempt(self)
 
     async def _collect(self, outcomes: list[Outcome]) -> Outcome | None:
         """The winner among `outcomes`, if any; every other outcome superseded or kept as the last."""

@@ -36,7 +36,7 @@ from .._stores.memory import MemoryStore, StateStore
 from .._strategies import Context, StrategyOptions, build, check
 from .._strategies.breaker import BreakerGate
 from .._strategies.budget import DEFAULT_BUDGET, RetryBudget
-from .._strategies.latency import HedgePacer, LatencyStrategy
+from .._strategies.latency import HedgeBudget, HedgePacer, LatencyStrategy
 from ..exceptions import ClientClosedError
 from . import engine
 from .attempts import Call, Outcome, call_options, replayable
@@ -45,7 +45,7 @@ from .events import Instrument, Instruments
 from .executor import ATTEMPTS_EXTENSION, Executor
 from .hedging import Race, hedge_timers
 from .httpx_parts import header_list
-from .policy import RetryPolicy
+from .policy import IDEMPOTENT_METHODS, RetryPolicy
 from .send import Sender
 from .strategy import CallStrategy, Gate, Proceed, Rechecking
 
@@ -140,9 +140,11 @@ class RetryTransport(httpx.AsyncBaseTransport):
         self.executor = executor = Executor(self._sender, strategies.attempt, self._instruments)
         self._rechecking = tuple(gate for gate in executor.gates if isinstance(gate, Rechecking))
         #: Hedged calls' delays and hedge budget; the latency estimate when a policy hedges at a percentile.
-        # Its own clock, not the deadline's: durations age out of its window by real time.
-        self.hedging = HedgePacer(time.monotonic, self._learning)
+        # Real time (not the deadline's clock), read as the executor times attempts: read once.
+        self.hedging = HedgePacer(time.perf_counter, self._learning)
         self._hedge_timers = hedge_timers()
+        self._paced: RetryPolicy | None = None  # the last policy a call hedged by: `_pace` is its pace
+        self._pace = HedgeBudget(0.0)
         if self.policy.hedge_after is not None:
             strategies.by_option["hedging"] = self.hedging  # its status, for the operators' view
             if self.policy.hedge_percentile is not None:
@@ -202,15 +204,18 @@ class RetryTransport(httpx.AsyncBaseTransport):
         retries = policy.attempts > 1 and replayable(request.stream)
         call: Call
         race = None
-        if policy.hedge_after is not None and retries and policy.may_resend(request):
-            pace, timers = self.hedging.pace(policy.hedge_after), self._hedge_timers
-            call = race = Race(request, policy, self.name, deadline_at, retries, self.executor, pace, timers)
+        hedge_after = policy.hedge_after
+        # An idempotent method needs no call of the policy's `may_resend` (every hedged call asks).
+        if hedge_after is not None and retries and (request.method in IDEMPOTENT_METHODS or policy.may_resend(request)):
+            if policy is not self._paced:  # most calls hedge by the client's policy: its pace is kept
+                self._paced, self._pace = policy, self.hedging.pace(hedge_after)
+            call = race = Race(request, policy, self.name, deadline_at, retries)
         else:
             call = Call(request, policy, self.name, deadline_at, retries)
         if self._told:
             call.started = time.perf_counter()
         # A race's coroutine is the call's own: returned, not awaited here (one frame less).
-        return race.run() if race is not None else self._retried(call)
+        return race.run(self.executor, self._pace, self._hedge_timers) if race is not None else self._retried(call)
 
     async def _retried(self, call: Call) -> httpx.Response:
         """A call whose retryable attempts are retried after a backoff wait (the retry engine)."""

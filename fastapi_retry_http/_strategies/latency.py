@@ -13,26 +13,17 @@ call would hedge: the budget is what keeps an outage from doubling the load.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
-from collections import deque
 from collections.abc import Callable
-from itertools import accumulate
-from operator import add, sub
 from typing import Final
 
 import httpx
 
 from .._pipeline.attempts import Call, Outcome
 from .._pipeline.policy import percentile_of
+from .latency_window import MIN_SAMPLES, LatencyWindow
 
-__all__ = ["HedgeBudget", "HedgePacer", "LatencyStrategy", "LatencyWindow"]
+__all__ = ["HedgeBudget", "HedgePacer", "LatencyStrategy"]
 
-#: Samples in the window before the percentile is trusted; with fewer, no hedge is sent on time.
-MIN_SAMPLES: Final = 20
-#: Seconds of attempts the percentile is taken over (Finagle's window: 30 s).
-WINDOW: Final = 30.0
-#: The window rolls in this many slots: the oldest slot is dropped whole.
-WINDOW_SLOTS: Final = 6
 #: Seconds between two readings of the percentile (Finagle: 3 s); between them the delay holds.
 REFRESH: Final = 3.0
 #: The shortest hedge delay, whatever the percentile (Finagle's floor: 1 ms).
@@ -46,82 +37,12 @@ BUDGET_BURST: Final = 20.0
 #: The hedge budget per call for a fixed `hedge_after` (seconds): twice the Tail at Scale's 5%.
 FIXED_SHARE: Final = 0.1
 
-# Histogram buckets grow by 4% (the delay's resolution), from 0.1 ms to about 10 minutes.
-_LOWEST: Final = 1e-4
-_GROWTH: Final = 1.04
-_BUCKETS: Final = 400
-# The bucket of `seconds` is log2(seconds / _LOWEST) / log2(_GROWTH), rounded up: `math.log2`
-# takes one argument, and costs half of `math.log` (which takes an optional base).
-_SCALE: Final = 1 / _LOWEST
-_PER_BUCKET: Final = 1 / math.log2(_GROWTH)
-
-
-def _upper_edge(bucket: int) -> float:
-    # The bucket's upper edge: a delay read from it is never below the durations it holds.
-    return _LOWEST * _GROWTH**bucket
-
-
-class LatencyWindow:
-    """
-    Attempt durations over the last `WINDOW` seconds, in a fixed-size log histogram per slot
-    of the window. Adding one costs a bucket and an increment into the newest slot; the older
-    slots are kept summed as they roll, so reading the percentile (every few seconds) is a
-    few passes in C over the buckets.
-    """
-
-    __slots__ = ("_newest", "_older", "_older_count", "_size", "_slot_end", "_slots", "_width")
-
-    def __init__(self, window: float = WINDOW, slots: int = WINDOW_SLOTS) -> None:
-        self._width = window / slots
-        self._size = slots
-        self._slots: deque[list[int]] = deque(maxlen=slots - 1)  # the slots before the newest, oldest first
-        self._newest = [0] * _BUCKETS
-        self._older = [0] * _BUCKETS  # the sum of `_slots`, kept as they roll
-        self._older_count = 0
-        self._slot_end = -math.inf
-
-    @property
-    def count(self) -> int:
-        """Samples in the window."""
-        return self._older_count + sum(self._newest)
-
-    def add(self, seconds: float, now: float) -> None:
-        """Count one duration, observed at `now`. On the request path: a bucket, an increment."""
-        if now >= self._slot_end:
-            self._roll(now)
-        index = math.floor(math.log2(seconds * _SCALE) * _PER_BUCKET) + 1 if seconds > _LOWEST else 0
-        self._newest[index if index < _BUCKETS else _BUCKETS - 1] += 1
-
-    def percentile(self, percentile: float, now: float) -> float | None:
-        """The duration below which `percentile`% of the window's samples fall; `None` with too few."""
-        if now >= self._slot_end:
-            self._roll(now)
-        below = list(accumulate(map(add, self._older, self._newest)))  # samples up to each bucket
-        if below[-1] < MIN_SAMPLES:
-            return None
-        return _upper_edge(bisect_left(below, math.ceil(below[-1] * percentile / 100)))
-
-    def _roll(self, now: float) -> None:
-        # Time has passed over the newest slot (over all of them, after a long quiet spell).
-        slots, size = self._slots, self._size
-        passed = size if self._slot_end == -math.inf else int((now - self._slot_end) // self._width) + 1
-        for _ in range(min(passed, size)):
-            if len(slots) == size - 1:  # the oldest leaves the window
-                oldest = slots[0]
-                self._older = list(map(sub, self._older, oldest))
-                self._older_count -= sum(oldest)
-            self._older = list(map(add, self._older, self._newest))
-            self._older_count += sum(self._newest)
-            slots.append(self._newest)
-            self._newest = [0] * _BUCKETS
-        self._slot_end = now + self._width if passed >= size else self._slot_end + passed * self._width
-
 
 class HedgeBudget:
     """
-    A token bucket for hedges: each hedged call deposits `share`, each hedge sent on time
-    withdraws one; it holds at most `burst`, and starts full. Over any run of calls, the
-    hedges sent on time number at most `burst + share * calls`.
+    A token bucket for hedges: each hedged call deposits `share` as it starts, each hedge
+    sent on time withdraws one; it holds at most `burst`, and starts full. Over any run of
+    calls, the hedges sent on time number at most `burst + share * calls`.
 
     It is also the pace of the calls hedged at its `hedge_after`: `delay`, read as each call
     starts, and `take()`, their hedges' withdrawal (one object a call costs nothing to build).
@@ -184,8 +105,11 @@ class LatencyStrategy:
     def admit(self, call: Call) -> None:
         """Every attempt goes: this strategy only learns."""
 
-    def record(self, call: Call, outcome: Outcome) -> None:
-        """Learn the duration of an attempt that answered, timed out, or was cut off in the tail."""
+    def record(self, call: Call, outcome: Outcome, now: float | None = None) -> None:
+        """
+        Learn the duration of an attempt that answered, timed out, or was cut off in the tail,
+        and ended at `now` on this estimate's clock (read when not given).
+        """
         response = outcome.response
         if response is not None:  # an answer, unless the policy counts it a failure
             status = response.status_code
@@ -195,7 +119,8 @@ class LatencyStrategy:
             return  # nothing was sent
         elif not (outcome.duration > self._floor if outcome.cancelled else _timed_out(outcome)):
             return
-        now = self._clock()
+        if now is None:
+            now = self._clock()
         window = self.window
         window.add(outcome.duration, now)
         if now >= self._refresh_at or (self._unknown and window.count >= MIN_SAMPLES):
@@ -255,7 +180,7 @@ class HedgePacer:
         return self.latency
 
     def pace(self, hedge_after: float | str) -> HedgeBudget:
-        """The pace of one call hedged at `hedge_after`: its budget, with the delay in force now."""
+        """The pace of the calls hedged at `hedge_after`: their budget, with the delay in force."""
         budget = self._budgets.get(hedge_after)
         if budget is None:
             budget = self._budgets[hedge_after] = HedgeBudget(_share(hedge_after))
@@ -264,7 +189,6 @@ class HedgePacer:
                 budget.delay = (self.latency or self.learn()).delay(hedge_after)
             else:
                 budget.delay = hedge_after
-        budget.deposit()  # the call pays its share
         return budget
 
     def status(self) -> dict[str, object]:

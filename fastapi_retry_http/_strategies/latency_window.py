@@ -1,0 +1,126 @@
+"""
+The window of attempt durations that learned hedging reads its percentile from: a log
+histogram per slot of the window, the oldest slot dropped whole as time passes.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections import deque
+from itertools import accumulate
+from operator import add, sub
+from typing import Final
+
+__all__ = ["MIN_SAMPLES", "WINDOW", "WINDOW_SLOTS", "LatencyWindow"]
+
+#: Samples in the window before the percentile is trusted; with fewer, no hedge is sent on time.
+MIN_SAMPLES: Final = 20
+#: Seconds of attempts the percentile is taken over (Finagle's window: 30 s).
+WINDOW: Final = 30.0
+#: The window rolls in this many slots: the oldest slot is dropped whole.
+WINDOW_SLOTS: Final = 6
+
+# Histogram buckets grow by 4% (the delay's resolution), from 0.1 ms to about 10 minutes.
+_LOWEST: Final = 1e-4
+_GROWTH: Final = 1.04
+_BUCKETS: Final = 400
+# The bucket of `seconds` is log2(seconds / _LOWEST) / log2(_GROWTH), rounded up: `math.log2`
+# takes one argument, and costs half of `math.log` (which takes an optional base).
+_SCALE: Final = 1 / _LOWEST
+_PER_BUCKET: Final = 1 / math.log2(_GROWTH)
+
+
+#: Durations kept as they come, at most, before they go into their buckets all at once.
+_FRESH: Final = 4096
+
+
+def _upper_edge(bucket: int) -> float:
+    # The bucket's upper edge: a delay read from it is never below the durations it holds.
+    return _LOWEST * _GROWTH**bucket
+
+
+def _bucket_of(seconds: float) -> int:
+    index = math.floor(math.log2(seconds * _SCALE) * _PER_BUCKET) + 1 if seconds > _LOWEST else 0
+    return index if index < _BUCKETS else _BUCKETS - 1
+
+
+class LatencyWindow:
+    """
+    Attempt durations over the last `WINDOW` seconds, in a fixed-size log histogram per slot
+    of the window.
+
+    On the request path, adding one is an append: the durations go into the newest slot's
+    buckets in a batch, as the window is read or rolls (or holds `_FRESH` of them), sorted
+    in C and cut at the edges of the buckets they span. Bucketing each as it came, with a
+    logarithm, cost twice as much per attempt (measured). The older slots are kept summed as
+    they roll, so reading the percentile (every few seconds) is a few passes in C over the
+    buckets.
+    """
+
+    __slots__ = ("_fresh", "_newest", "_older", "_older_count", "_size", "_slot_end", "_slots", "_width")
+
+    def __init__(self, window: float = WINDOW, slots: int = WINDOW_SLOTS) -> None:
+        self._width = window / slots
+        self._size = slots
+        self._slots: deque[list[int]] = deque(maxlen=slots - 1)  # the slots before the newest, oldest first
+        self._newest = [0] * _BUCKETS
+        self._older = [0] * _BUCKETS  # the sum of `_slots`, kept as they roll
+        self._older_count = 0
+        self._fresh: list[float] = []  # durations added since the last batch, not in a bucket yet
+        self._slot_end = -math.inf
+
+    @property
+    def count(self) -> int:
+        """Samples in the window."""
+        return self._older_count + sum(self._newest) + len(self._fresh)
+
+    def add(self, seconds: float, now: float) -> None:
+        """Count one duration, observed at `now`. On the request path: an append."""
+        if now >= self._slot_end:
+            self._roll(now)
+        fresh = self._fresh
+        fresh.append(seconds)
+        if len(fresh) >= _FRESH:
+            self._bucket()
+
+    def percentile(self, percentile: float, now: float) -> float | None:
+        """The duration below which `percentile`% of the window's samples fall; `None` with too few."""
+        if now >= self._slot_end:
+            self._roll(now)
+        self._bucket()
+        below = list(accumulate(map(add, self._older, self._newest)))  # samples up to each bucket
+        if below[-1] < MIN_SAMPLES:
+            return None
+        return _upper_edge(bisect_left(below, math.ceil(below[-1] * percentile / 100)))
+
+    def _roll(self, now: float) -> None:
+        # Time has passed over the newest slot (over all of them, after a long quiet spell).
+        self._bucket()  # what was added since the last batch belongs to the slot that ends
+        slots, size = self._slots, self._size
+        passed = size if self._slot_end == -math.inf else int((now - self._slot_end) // self._width) + 1
+        for _ in range(min(passed, size)):
+            if len(slots) == size - 1:  # the oldest leaves the window
+                oldest = slots[0]
+                self._older = list(map(sub, self._older, oldest))
+                self._older_count -= sum(oldest)
+            self._older = list(map(add, self._older, self._newest))
+            self._older_count += sum(self._newest)
+            slots.append(self._newest)
+            self._newest = [0] * _BUCKETS
+        self._slot_end = now + self._width if passed >= size else self._slot_end + passed * self._width
+
+    def _bucket(self) -> None:
+        """The durations added since the last batch, into the newest slot's buckets."""
+        fresh = self._fresh
+        if not fresh:
+            return
+        fresh.sort()
+        newest, counted = self._newest, 0
+        last = _bucket_of(fresh[-1])
+        for bucket in range(_bucket_of(fresh[0]), last):  # the buckets they span, in order
+            below = bisect_right(fresh, _upper_edge(bucket), counted)
+            newest[bucket] += below - counted
+            counted = below
+        newest[last] += len(fresh) - counted
+        fresh.clear()
