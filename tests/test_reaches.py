@@ -13,6 +13,7 @@ import importlib
 import inspect
 import re
 import ssl
+import sys
 from collections import defaultdict
 from types import ModuleType
 from typing import Any
@@ -35,6 +36,7 @@ from fastapi_retry_http._backends.aiohttp_session import Request
 from fastapi_retry_http._backends.aiohttp_upload import Upload
 from fastapi_retry_http._backends.httpx_pool import STOP_POINTS
 from fastapi_retry_http._pipeline.httpx_parts import headers_from_raw, mark_read
+from fastapi_retry_http._tasks import task_of
 
 pytestmark = pytest.mark.anyio
 
@@ -44,6 +46,18 @@ STEPS = ("connection", "http11", "http2")
 
 def parameters(function: Any) -> list[tuple[str, Any, Any]]:
     return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+class TestAsyncio:
+    async def test_the_running_task_is_looked_up_where_asyncio_keeps_it(self) -> None:
+        if sys.version_info < (3, 12):  # 3.11: the dict `current_task` reads (from 3.12 it is C, and used)
+            assert asyncio.tasks._current_tasks is importlib.import_module("_asyncio")._current_tasks  # type: ignore[attr-defined]
+        assert task_of(asyncio.get_running_loop()) is asyncio.current_task()
+        other = asyncio.new_event_loop()
+        try:
+            assert task_of(other) is None  # no task runs there
+        finally:
+            other.close()
 
 
 class TestAiohttp:

@@ -18,7 +18,6 @@ import pytest
 from fastapi_retry_http import Client, RetryBudget, RetryPolicy, RetryTransport, _clock
 from fastapi_retry_http._backends.aiohttp_pool import AiohttpTransport
 from fastapi_retry_http._pipeline.attempts import OPTIONS_EXTENSION, CallOptions
-from fastapi_retry_http._tasks import task_of
 from fastapi_retry_http.exceptions import DeadlineExceeded
 
 pytestmark = pytest.mark.anyio
@@ -549,12 +548,3 @@ async def test_each_hedging_policy_paces_its_own_calls() -> None:
     budgets = transport.hedging.status()["budgets"]
     assert isinstance(budgets, dict)
     assert sorted(budgets) == ["5.0", "7.0", "9.0"]
-
-
-async def test_the_running_task_is_read_for_its_loop() -> None:
-    assert task_of(asyncio.get_running_loop()) is asyncio.current_task()
-    other = asyncio.new_event_loop()
-    try:
-        assert task_of(other) is None  # no task runs there
-    finally:
-        other.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import math
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ class Expiries(Generic[K]):
     deadline passed and re-arms for the next.
     """
 
-    __slots__ = ("_at", "_early", "_expire", "_loop", "_time", "_timer", "_timer_at", "discard")
+    __slots__ = ("_at", "_context", "_early", "_expire", "_fired", "_loop", "_time", "_timer", "_timer_at", "discard")
 
     def __init__(self, expire: Callable[[K], None], early: float = 0.001) -> None:
         self._expire = expire
@@ -43,6 +44,10 @@ class Expiries(Generic[K]):
         self._timer_at = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self._time: Callable[[], float] = time.monotonic
+        # What each timer runs, and in what: built once, not per timer (the loop would copy
+        # whichever caller's context armed it; the expiries need none).
+        self._fired = self._fire
+        self._context = contextvars.Context()
 
     @property
     def armed(self) -> bool:
@@ -80,11 +85,17 @@ class Expiries(Generic[K]):
         if self._timer is not None:
             self._timer.cancel()
         self._timer_at = at
-        self._timer = self._loop.call_at(at, self._fire)
+        self._timer = self._loop.call_at(at, self._fired, context=self._context)
 
     def _fire(self) -> None:
         self._timer, self._timer_at = None, math.inf
+        if not self._at:
+            return
         now = self._time() + self._early
+        earliest = min(self._at.values())
+        if earliest > now:  # the deadline it was armed for was discarded, as most are: the next
+            self._arm(earliest)
+            return
         passed = [key for key, at in self._at.items() if at <= now]
         for key in passed:
             del self._at[key]
