@@ -13,8 +13,8 @@ before its first attempt. Retries (`engine`, `decisions`) and hedging (`hedging`
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
+from time import perf_counter
 from typing import Final, Protocol
 
 import httpx
@@ -63,7 +63,7 @@ class Executor:
         number = call.attempt
         learner = self.learner
         timed = self._told or learner is not None
-        started = time.perf_counter() if timed else 0.0
+        started = perf_counter() if timed else 0.0
         request, policy = call.request, call.policy
         scopes = self._instruments.start(request, number, call.client) if self._scoped else None
         try:
@@ -79,7 +79,7 @@ class Executor:
                 scopes.end(None, gone)
             cancelled = Outcome(cancelled=True, attempt=number)
             if timed:
-                ended = time.perf_counter()
+                ended = perf_counter()
                 cancelled.duration = ended - started
             for gate in self.gates:
                 gate.record(call, cancelled)
@@ -96,7 +96,7 @@ class Executor:
         if self.sender.interceptors:  # chaos: the attempts it acted on are marked on the request
             outcome.injected = number in request.extensions.get(INJECTED_EXTENSION, ())
         if timed:
-            ended = time.perf_counter()
+            ended = perf_counter()
             outcome.duration = ended - started
         if scopes is not None:
             scopes.end(outcome.response, outcome.error)

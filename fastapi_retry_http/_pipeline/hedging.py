@@ -123,7 +123,7 @@ class Race(Call):
     async def run(self, attempts: Attempts, pace: Pace, timers: Expiries[Race]) -> httpx.Response:
         """The call: its first attempt admitted, the race, the answer (the winner, or the last failure)."""
         self.attempts, self.pace, self.timers = attempts, pace, timers
-        self.delay = pace.delay
+        delay = self.delay = pace.delay
         pace.deposit()
         # Hedges started by a timer run in the caller's context, not the timer's.
         self.context = copy_context()
@@ -134,8 +134,8 @@ class Race(Call):
         caller = task_of(loop)
         assert caller is not None
         try:
-            if self.delay is not None:  # hedging needs two attempts or more: another may go
-                timers.set(self, self.delay, loop)
+            if delay is not None:  # hedging needs two attempts or more: another may go
+                timers.set(self, delay, loop)
             self.inline = caller
             try:
                 # An attempt never absorbs a cancellation (the executor re-raises it; the sender
