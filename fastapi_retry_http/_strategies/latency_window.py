@@ -25,12 +25,8 @@ WINDOW_SLOTS: Final = 6
 _LOWEST: Final = 1e-4
 _GROWTH: Final = 1.04
 _BUCKETS: Final = 400
-# The bucket of `seconds` is log2(seconds / _LOWEST) / log2(_GROWTH), rounded up: `math.log2`
-# takes one argument, and costs half of `math.log` (which takes an optional base).
 _SCALE: Final = 1 / _LOWEST
 _PER_BUCKET: Final = 1 / math.log2(_GROWTH)
-
-
 #: Durations kept as they come, at most, before they go into their buckets all at once.
 _FRESH: Final = 4096
 
@@ -41,6 +37,7 @@ def _upper_edge(bucket: int) -> float:
 
 
 def _bucket_of(seconds: float) -> int:
+    # log2(seconds / _LOWEST) / log2(_GROWTH), rounded up, within the buckets there are.
     index = math.floor(math.log2(seconds * _SCALE) * _PER_BUCKET) + 1 if seconds > _LOWEST else 0
     return index if index < _BUCKETS else _BUCKETS - 1
 
@@ -53,7 +50,7 @@ class LatencyWindow:
     On the request path, adding one is an append: the durations go into the newest slot's
     buckets in a batch, as the window is read or rolls (or holds `_FRESH` of them), sorted
     in C and cut at the edges of the buckets they span. Bucketing each as it came, with a
-    logarithm, cost twice as much per attempt (measured). The older slots are kept summed as
+    logarithm, cost 1.7 times as much per attempt (measured). The older slots are kept summed as
     they roll, so reading the percentile (every few seconds) is a few passes in C over the
     buckets.
     """
