@@ -18,6 +18,7 @@ from fastapi_retry_http._pipeline.attempts import Call, Outcome
 from fastapi_retry_http._pipeline.events import Instrument
 from fastapi_retry_http._pipeline.strategy import Refusal
 from fastapi_retry_http._safety.size_cap import DEFAULT_MAX_RESPONSE_BYTES
+from fastapi_retry_http.chaos import Chaos
 from fastapi_retry_http.exceptions import CircuitOpenError
 from fastapi_retry_http.prometheus import PrometheusMetrics
 from tests.servers import RawServer, Reply, Upstream, response_bytes
@@ -136,6 +137,30 @@ class TestHedgingEvents:
         total = registry.get_sample_value("fastapi_retry_http_request_duration_seconds_sum", labels)
         assert total is not None
         assert total < 2  # each call took about hedge_after, not 30 s
+
+
+class TestElapsed:
+    """A read response's `elapsed` is its attempt's duration, as the instruments see it."""
+
+    async def test_elapsed_is_the_attempts_duration(self, upstream: Upstream) -> None:
+        recorder = Recorder()
+        async with Client(upstream.url, instrumentation=[recorder]) as c:
+            response = await c.get("/x")
+        (told,) = recorder.events
+        assert response.elapsed.total_seconds() == pytest.approx(told.duration, abs=1e-6)
+        assert told.duration > 0
+
+    async def test_a_response_made_up_by_chaos_has_its_attempts_time(self) -> None:
+        recorder = Recorder()
+        chaos = Chaos(status_rate=1.0, status=503, seed=0)
+        async with Client(
+            "http://upstream.invalid", retry=RetryPolicy(attempts=1), chaos=chaos, instrumentation=[recorder]
+        ) as c:
+            response = await c.get("/x")
+        (told,) = recorder.events
+        assert response.status_code == 503
+        assert response.elapsed.total_seconds() == pytest.approx(told.duration, abs=1e-6)
+        assert told.injected
 
 
 class TestRefusals:

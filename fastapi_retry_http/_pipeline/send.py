@@ -6,8 +6,6 @@ the backend needs it, the response's body read and size-capped inside the attemp
 from __future__ import annotations
 
 import asyncio
-import datetime
-import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -92,7 +90,6 @@ class Sender:
         return sending if self._shield is None else self._shield(sending)
 
     async def _send(self, request: httpx.Request) -> httpx.Response:
-        started = time.perf_counter()
         response = await self._inner.handle_async_request(request)
         buffered = not call_options(request).stream
         try:
@@ -100,14 +97,12 @@ class Sender:
         except ResponseTooLargeError:
             await response.aclose()  # refused on its Content-Length, before reading
             raise
-        if buffered:
-            if not (response.is_stream_consumed and response.is_closed):  # else the backend read it
-                try:
-                    await response.aread()
-                finally:
-                    await response.aclose()
-            response.elapsed = datetime.timedelta(seconds=time.perf_counter() - started)
-        return response
+        if buffered and not (response.is_stream_consumed and response.is_closed):  # else the backend read it
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        return response  # closed when read: the executor sets its `elapsed`, the attempt's duration
 
 
 def attempt_limit(call: Call, clock: Callable[[], float]) -> tuple[float | None, bool]:

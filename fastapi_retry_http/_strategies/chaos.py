@@ -8,7 +8,6 @@ flips, 10,000 attempts at a 30% rate land outside 29-31% about one time in thirt
 
 from __future__ import annotations
 
-import datetime
 import math
 import random
 from collections.abc import Awaitable, Callable
@@ -121,9 +120,8 @@ class ChaosInterceptor:
                 client=self.name,
             )
         if outcome == STATUS:
-            response = httpx.Response(self.config.status, request=request, extensions={INJECTED_EXTENSION: True})
-            response.elapsed = datetime.timedelta(0)
-            return response
+            # Closed as built: the executor sets its `elapsed` (the attempt's time, latency injected included).
+            return httpx.Response(self.config.status, request=request, extensions={INJECTED_EXTENSION: True})
         return None
 
     async def _delay(self, call: Call) -> None:
