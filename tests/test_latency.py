@@ -29,7 +29,7 @@ from fastapi_retry_http._strategies.latency import (
     HedgePacer,
     LatencyStrategy,
 )
-from fastapi_retry_http._strategies.latency_window import _FRESH, MIN_SAMPLES, WINDOW, LatencyWindow
+from fastapi_retry_http._strategies.latency_window import FRESH, MIN_SAMPLES, WINDOW, LatencyWindow
 from fastapi_retry_http.exceptions import AttemptTimeout, ConfigurationError
 from tests.servers import RawServer, response_bytes
 
@@ -117,10 +117,10 @@ class TestLatencyWindow:
 
     def test_durations_wait_in_a_bounded_batch(self) -> None:
         window = LatencyWindow()
-        for index in range(3 * _FRESH):
+        for index in range(3 * FRESH):
             window.add(0.001 * (1 + index % 7), now=1.0)
-        assert len(window._fresh) < _FRESH  # never more waiting than that, however many come between reads
-        assert window.count == 3 * _FRESH
+        assert len(window.fresh) < FRESH  # never more waiting than that, however many come between reads
+        assert window.count == 3 * FRESH
         assert window.percentile(50, now=1.0) == pytest.approx(0.004, rel=0.04)
 
     def test_extremes_land_in_the_first_and_last_buckets(self) -> None:
@@ -213,6 +213,55 @@ class TestWhatIsLearned:
         clock.now += REFRESH / 2
         assert strategy.delay("p95") == pytest.approx(0.2, rel=0.04)
         assert strategy.status() == {"samples": 11 * MIN_SAMPLES, "delays": {"p95": strategy.delay("p95")}}
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.tuples(st.floats(0, 2), st.floats(0, 12), st.booleans()), max_size=120))
+    def test_recording_keeps_the_window_its_own_add_would(self, steps: list[tuple[float, float, bool]]) -> None:
+        # Steps of (duration, seconds passed, whether the delay is read then), against a
+        # window fed by its own `add` and read at the same times: the strategy appends on its
+        # own between the times a slot ends or a reading is due, and must miss neither.
+        strategy, clock = self.strategy()
+        reference = LatencyWindow()
+        for duration, passed, read in steps:
+            clock.now += passed
+            strategy.record(call(), answered(200, duration), clock.now)
+            reference.add(duration, clock.now)
+            if read:
+                strategy.delay("p95")
+                reference.percentile(95, clock.now)
+            assert strategy.window.count == reference.count
+        for percentile in (50, 95, 99):
+            assert strategy.window.percentile(percentile, clock.now) == reference.percentile(percentile, clock.now)
+
+    def test_a_delay_is_read_at_once_at_its_twentieth_sample_again_after_a_quiet_spell(self) -> None:
+        strategy, clock = self.strategy()
+        assert strategy.delay("p95") is None
+        for _ in range(MIN_SAMPLES):
+            strategy.record(call(), answered(200, 0.01), clock.now)
+        assert strategy.status()["delays"] == {"p95": pytest.approx(0.01, rel=0.04)}  # read as recorded
+        clock.now += 10 * WINDOW  # nothing for a while: the window empties, the delay is unknown again
+        for _ in range(MIN_SAMPLES - 1):
+            strategy.record(call(), answered(200, 0.2), clock.now)
+        assert strategy.status() == {"samples": MIN_SAMPLES - 1, "delays": {"p95": None}}
+        strategy.record(call(), answered(200, 0.2), clock.now)
+        assert strategy.status()["delays"] == {"p95": pytest.approx(0.2, rel=0.04)}  # not in 3 s: at once
+
+    def test_a_percentile_first_asked_before_its_twentieth_sample_is_read_at_it(self) -> None:
+        strategy, clock = self.strategy()
+        for _ in range(5):  # recorded before any percentile was asked for
+            strategy.record(call(), answered(200, 0.01), clock.now)
+        assert strategy.delay("p95") is None
+        for _ in range(MIN_SAMPLES - 5):
+            strategy.record(call(), answered(200, 0.01), clock.now)
+        assert strategy.status()["delays"] == {"p95": pytest.approx(0.01, rel=0.04)}
+
+    def test_recorded_durations_wait_in_a_bounded_batch(self) -> None:
+        strategy, clock = self.strategy()
+        strategy.delay("p95")
+        for _ in range(2 * FRESH):
+            strategy.record(call(), answered(200, 0.01), clock.now)
+        assert len(strategy.window.fresh) < FRESH  # however many come between two readings
+        assert strategy.window.count == 2 * FRESH
 
     def test_a_delay_never_goes_below_the_floor(self) -> None:
         strategy, _ = self.strategy()

@@ -20,7 +20,7 @@ import httpx
 
 from .._pipeline.attempts import Call, Outcome
 from .._pipeline.policy import percentile_of
-from .latency_window import MIN_SAMPLES, LatencyWindow
+from .latency_window import FRESH, MIN_SAMPLES, LatencyWindow
 
 __all__ = ["HedgeBudget", "HedgePacer", "LatencyStrategy"]
 
@@ -97,8 +97,12 @@ class LatencyStrategy:
         self._clock = clock
         self._on_read = on_read
         self.window = LatencyWindow()
+        self._fresh = self.window.fresh  # what `record` appends to
         self._delays: dict[str, float | None] = {}
         self._refresh_at = -math.inf
+        # Until then, recording an attempt is an append: no slot of the window ends, no reading
+        # is due, and every delay is known (while one is not, every record may read it).
+        self._due = -math.inf
         self._floor = math.inf  # the shortest delay in force: cancelled attempts past it are in the tail
         self._unknown = False  # a delay is still unknown: read again as soon as there are enough samples
 
@@ -121,10 +125,23 @@ class LatencyStrategy:
             return
         if now is None:
             now = self._clock()
+        if now >= self._due:
+            self._add(outcome.duration, now)
+            return
+        # The window's own `add`, in this frame: every attempt of a client hedged at a
+        # percentile comes here.
+        fresh = self._fresh
+        fresh.append(outcome.duration)
+        if len(fresh) >= FRESH:
+            self.window.bucket()
+
+    def _add(self, duration: float, now: float) -> None:
+        """A duration added as a slot ends, or as a reading is due, then when the next one is."""
         window = self.window
-        window.add(outcome.duration, now)
+        window.add(duration, now)
         if now >= self._refresh_at or (self._unknown and window.count >= MIN_SAMPLES):
             self._refresh(now)
+        self._due = -math.inf if self._unknown else min(window.slot_end, self._refresh_at)
 
     def delay(self, hedge_after: str) -> float | None:
         """The delay `hedge_after` (`"p95"`) stands for now; `None` while learning (under 20 samples)."""
@@ -146,6 +163,7 @@ class LatencyStrategy:
         known = [delay for delay in self._delays.values() if delay is not None]
         self._floor = min(known, default=math.inf)
         self._unknown = len(known) < len(self._delays)
+        self._due = -math.inf  # the next record works out when it is due again
         self._on_read(hedge_after, delay)
 
     def status(self) -> dict[str, object]:

@@ -12,7 +12,7 @@ from itertools import accumulate
 from operator import add, sub
 from typing import Final
 
-__all__ = ["MIN_SAMPLES", "WINDOW", "WINDOW_SLOTS", "LatencyWindow"]
+__all__ = ["FRESH", "MIN_SAMPLES", "WINDOW", "WINDOW_SLOTS", "LatencyWindow"]
 
 #: Samples in the window before the percentile is trusted; with fewer, no hedge is sent on time.
 MIN_SAMPLES: Final = 20
@@ -28,7 +28,7 @@ _BUCKETS: Final = 400
 _SCALE: Final = 1 / _LOWEST
 _PER_BUCKET: Final = 1 / math.log2(_GROWTH)
 #: Durations kept as they come, at most, before they go into their buckets all at once.
-_FRESH: Final = 4096
+FRESH: Final = 4096
 
 
 def _upper_edge(bucket: int) -> float:
@@ -48,14 +48,14 @@ class LatencyWindow:
     of the window.
 
     On the request path, adding one is an append: the durations go into the newest slot's
-    buckets in a batch, as the window is read or rolls (or holds `_FRESH` of them), sorted
+    buckets in a batch, as the window is read or rolls (or holds `FRESH` of them), sorted
     in C and cut at the edges of the buckets they span. Bucketing each as it came, with a
     logarithm, cost 1.7 times as much per attempt (measured). The older slots are kept summed as
     they roll, so reading the percentile (every few seconds) is a few passes in C over the
     buckets.
     """
 
-    __slots__ = ("_fresh", "_newest", "_older", "_older_count", "_size", "_slot_end", "_slots", "_width")
+    __slots__ = ("_newest", "_older", "_older_count", "_size", "_slots", "_width", "fresh", "slot_end")
 
     def __init__(self, window: float = WINDOW, slots: int = WINDOW_SLOTS) -> None:
         self._width = window / slots
@@ -64,38 +64,42 @@ class LatencyWindow:
         self._newest = [0] * _BUCKETS
         self._older = [0] * _BUCKETS  # the sum of `_slots`, kept as they roll
         self._older_count = 0
-        self._fresh: list[float] = []  # durations added since the last batch, not in a bucket yet
-        self._slot_end = -math.inf
+        #: Durations added since the last batch, not in a bucket yet. A caller on the request path
+        #: may append to it directly, as `add` does: after rolling the window once `slot_end`
+        #: has passed, and with a `bucket()` once it holds `FRESH`.
+        self.fresh: list[float] = []
+        #: When the newest slot ends (`-inf` before the first duration).
+        self.slot_end = -math.inf
 
     @property
     def count(self) -> int:
         """Samples in the window."""
-        return self._older_count + sum(self._newest) + len(self._fresh)
+        return self._older_count + sum(self._newest) + len(self.fresh)
 
     def add(self, seconds: float, now: float) -> None:
         """Count one duration, observed at `now`. On the request path: an append."""
-        if now >= self._slot_end:
-            self._roll(now)
-        fresh = self._fresh
+        if now >= self.slot_end:
+            self.roll(now)
+        fresh = self.fresh
         fresh.append(seconds)
-        if len(fresh) >= _FRESH:
-            self._bucket()
+        if len(fresh) >= FRESH:
+            self.bucket()
 
     def percentile(self, percentile: float, now: float) -> float | None:
         """The duration below which `percentile`% of the window's samples fall; `None` with too few."""
-        if now >= self._slot_end:
-            self._roll(now)
-        self._bucket()
+        if now >= self.slot_end:
+            self.roll(now)
+        self.bucket()
         below = list(accumulate(map(add, self._older, self._newest)))  # samples up to each bucket
         if below[-1] < MIN_SAMPLES:
             return None
         return _upper_edge(bisect_left(below, math.ceil(below[-1] * percentile / 100)))
 
-    def _roll(self, now: float) -> None:
-        # Time has passed over the newest slot (over all of them, after a long quiet spell).
-        self._bucket()  # what was added since the last batch belongs to the slot that ends
+    def roll(self, now: float) -> None:
+        """`slot_end` has passed: the newest slot is closed, the oldest dropped (all, after a quiet spell)."""
+        self.bucket()  # what was added since the last batch belongs to the slot that ends
         slots, size = self._slots, self._size
-        passed = size if self._slot_end == -math.inf else int((now - self._slot_end) // self._width) + 1
+        passed = size if self.slot_end == -math.inf else int((now - self.slot_end) // self._width) + 1
         for _ in range(min(passed, size)):
             if len(slots) == size - 1:  # the oldest leaves the window
                 oldest = slots[0]
@@ -105,11 +109,11 @@ class LatencyWindow:
             self._older_count += sum(self._newest)
             slots.append(self._newest)
             self._newest = [0] * _BUCKETS
-        self._slot_end = now + self._width if passed >= size else self._slot_end + passed * self._width
+        self.slot_end = now + self._width if passed >= size else self.slot_end + passed * self._width
 
-    def _bucket(self) -> None:
+    def bucket(self) -> None:
         """The durations added since the last batch, into the newest slot's buckets."""
-        fresh = self._fresh
+        fresh = self.fresh
         if not fresh:
             return
         fresh.sort()
