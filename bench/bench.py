@@ -513,10 +513,10 @@ def chart(rows: dict[tuple[str, int], list[dict[str, Any]]], cs: list[int], path
     kinds = sorted({k for k, _ in rows}, key=lambda k: [*KINDS, k].index(k))
     fig, ax = plt.subplots(figsize=(11, 4.5))
     width = 0.8 / len(kinds)
-    colors = plt.get_cmap("tab20").colors  # a colour per row: the default ten would repeat
+    colors = plt.get_cmap("tab20")  # a colour per row: the default ten would repeat
     for i, kind in enumerate(kinds):
         values = [statistics.median(r["rps"] for r in rows[(kind, c)]) for c in cs]
-        ax.bar([x + i * width for x in range(len(cs))], values, width, label=kind, color=colors[i % len(colors)])
+        ax.bar([x + i * width for x in range(len(cs))], values, width, label=kind, color=colors(i % colors.N))
     ax.set_xticks([x + width * (len(kinds) - 1) / 2 for x in range(len(cs))], [f"C={c}" for c in cs])
     ax.set_ylabel("requests per second")
     ax.set_title("GET of a 2-byte body from nginx on loopback, client pinned to one core")

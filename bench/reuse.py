@@ -125,14 +125,14 @@ def hishel_alone(url: str, directory: str) -> Subject:
 
 
 def subjects(url: str, directory: str) -> dict[str, Callable[[], Subject]]:
-    sqlite = {"storage": "sqlite", "path": f"{directory}/ours-{random.random()}.db"}
+    sqlite_path = f"{directory}/ours-{random.random()}.db"
     return {
         "Client (no cache, no coalescing)": lambda: ours(url),
         "Client(coalesce=True)": lambda: ours(url, coalesce=True),
         "Client(cache=HttpCache())": lambda: ours(url, cache=HttpCache()),
         "Client(cache=HttpCache(), coalesce=True)": lambda: ours(url, cache=HttpCache(), coalesce=True),
         "Client(cache=HttpCache(storage='sqlite'), coalesce=True)": lambda: ours(
-            url, cache=HttpCache(**sqlite), coalesce=True
+            url, cache=HttpCache(storage="sqlite", path=sqlite_path), coalesce=True
         ),
         "hishel alone (httpx, SQLite)": lambda: hishel_alone(url, directory),
     }
@@ -179,14 +179,15 @@ async def hit_cost(url: str, directory: str, calls: int) -> dict[str, float]:
                 return await response.read()
 
         costs["raw aiohttp, per request (to the upstream)"] = await per_call(raw, "/hit", calls)
-    for name, make in {
+    makers: dict[str, Callable[[], Subject]] = {
         "Client, no cache (to the upstream)": lambda: ours(url),
         "Client(cache=HttpCache()), a hit": lambda: ours(url, cache=HttpCache()),
         "Client(cache=HttpCache(storage='sqlite')), a hit": lambda: ours(
             url, cache=HttpCache(storage="sqlite", path=f"{directory}/hit-{random.random()}.db")
         ),
         "hishel alone (httpx, SQLite), a hit": lambda: hishel_alone(url, directory),
-    }.items():
+    }
+    for name, make in makers.items():
         subject = make()
         costs[name] = await per_call(subject.get, "/hit", calls)
         await subject.close()
