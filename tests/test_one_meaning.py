@@ -13,7 +13,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from fastapi_retry_http import AttemptEvent, CircuitBreaker, Client, RetryPolicy, RetryTransport
+from fastapi_retry_http import AttemptEvent, CircuitBreaker, Client, ConcurrencyLimit, RetryPolicy, RetryTransport
 from fastapi_retry_http._pipeline.attempts import Call, Outcome
 from fastapi_retry_http._pipeline.events import Instrument
 from fastapi_retry_http._pipeline.strategy import Refusal
@@ -269,3 +269,40 @@ class TestSlotsComeBack:
             with pytest.raises(asyncio.CancelledError):
                 await call
         assert holding.held == 0
+
+    async def test_a_hedge_cancelled_before_its_task_starts_gives_back_what_it_was_admitted(self) -> None:
+        holding, inner = Holding(), AnswersOnceTheHedgeExists()
+        transport = RetryTransport(inner, RetryPolicy(hedge_after=0.01), gates=[holding], name="up")
+        async with httpx.AsyncClient(transport=transport, base_url="http://upstream") as c:
+            assert (await c.get("/x")).status_code == 200
+        assert (inner.sent, holding.held) == (1, 0)  # the hedge was admitted, never sent, given back
+
+    async def test_so_the_concurrency_limit_never_leaks_a_slot_to_hedging(self) -> None:
+        limit = ConcurrencyLimit(limit=2, max_wait=0, adaptive=False)
+        inner = AnswersOnceTheHedgeExists()
+        async with Client(
+            "http://upstream", retry=RetryPolicy(hedge_after=0.01), concurrency=limit, transport=inner
+        ) as c:
+            for _ in range(3):  # each would have kept a slot: the limit is 2
+                assert (await c.get("/x")).status_code == 200
+            assert (inner.sent, c.overload.in_flight) == (3, 0)
+            assert (await c.get("/x")).status_code == 200
+
+
+class AnswersOnceTheHedgeExists(httpx.AsyncBaseTransport):
+    """
+    Answers a call's first attempt in the loop turn after its hedge's task is made, ahead of
+    that task's first step (as when the answer comes in the turn the hedge timer fires): the
+    race is won, and the hedge is cancelled before it ran.
+    """
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += 1
+        tasks = len(asyncio.all_tasks())
+        # A turn of the loop at a time, so the answer comes in the very next one: no event to wait on.
+        while len(asyncio.all_tasks()) == tasks:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        return httpx.Response(200, request=request)

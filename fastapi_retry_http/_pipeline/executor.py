@@ -142,6 +142,10 @@ class Executor:
         for gate in self.gates[:index]:
             gate.record(call, outcome)
 
+    def unsent(self, call: Call) -> None:
+        """An attempt every strategy admitted was cancelled before it started: they get it back."""
+        self.release(call, len(self.gates), Outcome(cancelled=True, attempt=call.attempt + 1))
+
     async def superseded(self, call: Call, outcome: Outcome, kind: str) -> None:
         """What hedging does with an attempt's outcome it will not return: release, log, tell."""
         if outcome.response is not None:

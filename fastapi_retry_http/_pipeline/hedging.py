@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
 from contextvars import Context, copy_context
+from inspect import CORO_CREATED, getcoroutinestate
 from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
@@ -54,6 +56,9 @@ class Attempts(Protocol):
 
     async def attempt(self, call: Call) -> Outcome:
         """One attempt; `call.lost()` tells it, once cancelled, whether it lost the race."""
+
+    def unsent(self, call: Call) -> None:
+        """An admitted attempt cancelled before it started: what the strategies admitted goes back."""
 
     async def superseded(self, call: Call, outcome: Outcome, kind: str) -> None:
         """Release an attempt's outcome that will not be returned, and tell of it."""
@@ -97,6 +102,8 @@ class Race(Call):
     running: set[asyncio.Task[Outcome]] | None = None
     #: Hedges admitted on condition of a wait (a rate limit's slot), not started yet.
     waits: list[Waiting] | None = None
+    #: The attempts of the hedges admitted at once (told if cancelled before they start).
+    at_once: list[Coroutine[Any, Any, Outcome]] | None = None
     #: A winner is known: attempts cancelled from now on lost the race.
     decided = False
     stopped: str | None = None
@@ -184,12 +191,16 @@ class Race(Call):
     async def _end(self) -> None:
         """The attempts still running lost (or the caller left): cancelled and awaited."""
         running = self.running or ()
+        # A hedge whose task took no step yet never runs its attempt once cancelled: given back.
+        unsent = [attempt for attempt in self.at_once or () if getcoroutinestate(attempt) == CORO_CREATED]
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
         for pending in self.waits or ():
             if not pending.started:  # its task was cancelled before it ran: the slot goes back
                 pending.abandon()
+        for _ in unsent:
+            self.attempts.unsent(self)
 
     def due(self) -> None:
         """The hedge delay passed while the first attempt runs: a hedge, and the next one timed."""
@@ -214,6 +225,8 @@ class Race(Call):
         if pending is not None:
             self.waits = [*(self.waits or ()), pending]
         attempt = self.attempts.attempt(self) if pending is None else self._after(pending)
+        if pending is None:
+            self.at_once = [*(self.at_once or ()), attempt]
         task = asyncio.get_running_loop().create_task(attempt, context=self.context)
         if self.inline is not None:
             task.add_done_callback(self._settled)

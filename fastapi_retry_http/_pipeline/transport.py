@@ -235,7 +235,7 @@ class RetryTransport(httpx.AsyncBaseTransport):
             if call.pending is not None:
                 call.pending.abandon()
             elif call.granted:
-                executor.release(call, len(executor.gates), Outcome(cancelled=True, attempt=call.attempt + 1))
+                executor.unsent(call)
         # Stopped by a decision (the budget, the breaker, the deadline): its event is told already.
         return executor.returned(call, outcome, decisions.stopped, told=decisions.stopped is not None)
 
