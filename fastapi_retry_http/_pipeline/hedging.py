@@ -222,11 +222,12 @@ class Race(Call):
             self._launch(admission)
 
     def _launch(self, pending: Waiting | None) -> None:
-        if pending is not None:
-            self.waits = [*(self.waits or ()), pending]
-        attempt = self.attempts.attempt(self) if pending is None else self._after(pending)
         if pending is None:
+            attempt = self.attempts.attempt(self)
             self.at_once = [*(self.at_once or ()), attempt]
+        else:
+            attempt = self._after(pending)
+            self.waits = [*(self.waits or ()), pending]
         task = asyncio.get_running_loop().create_task(attempt, context=self.context)
         if self.inline is not None:
             task.add_done_callback(self._settled)
